@@ -1,0 +1,130 @@
+"""The typed schema: every setting raysum knows, with a one-line doc that becomes --help.
+
+Two levels: `ExperimentConfig` holds the global settings (the seed's command-line
+flags) and one `ModelSettings` per model under `models`. Global training flags
+(epochs, batch_size, ...) are also per-model fields: a global value applies to every
+model, a per-model value to one (see `raysum.config.resolve` for the precedence).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any, Optional
+
+
+def doc(text: str, default: Any = None, **kw) -> Any:
+    """A dataclass field whose help text is stored in its metadata."""
+    if "default_factory" in kw:
+        return field(metadata={"doc": text}, **kw)
+    return field(default=default, metadata={"doc": text}, **kw)
+
+
+@dataclass
+class LoraSettings:
+    r: int = doc("LoRA rank", 16)
+    alpha: int = doc("LoRA alpha (scaling = alpha / r)", 32)
+    dropout: float = doc("LoRA dropout", 0.05)
+    target_modules: list[str] = doc(
+        "module names that get LoRA adapters",
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    )
+
+
+@dataclass
+class ResourceSettings:
+    num_workers: int = doc("Ray Train workers for one unit (>1 = data parallel)", 1)
+    use_gpu: bool = doc("each worker needs a GPU", False)
+    cpus_per_worker: float = doc("logical CPUs reserved per worker", 1.0)
+    gpus_per_worker: float = doc("GPUs per worker when use_gpu", 1.0)
+
+
+@dataclass
+class ModelSettings:
+    """One model preset, after overrides. Field names shared with the global flags
+    (epochs, batch_size, learning_rate, ...) take the global value unless set per model."""
+
+    name: str = doc("preset name (the key under `models`)", "")
+    kind: str = doc("seq2seq (encoder-decoder, full fine-tune) or causal (decoder-only, LoRA)", "seq2seq")
+    checkpoint: Optional[str] = doc("hub name or local directory loaded with from_pretrained", None)
+    from_config: Optional[dict] = doc(
+        "build a randomly initialised model instead: {architecture: bart|llama|qwen3, ...config kwargs}; "
+        "the tokenizer is trained on the training data", None)
+    trust_remote_code: bool = doc("allow code from the checkpoint's repository", False)
+    epochs: float = doc("training epochs", 3)
+    batch_size: int = doc("per-device training batch size", 8)
+    gradient_accumulation_steps: int = doc("micro-batches per optimizer step", 1)
+    learning_rate: float = doc("peak learning rate (AdamW)", 5e-5)
+    warmup_ratio: float = doc("fraction of optimizer steps with linear warmup", 0.1)
+    weight_decay: float = doc("AdamW weight decay", 0.01)
+    max_source_length: int = doc("dialogue tokens kept (longer dialogues are truncated)", 512)
+    max_target_length: int = doc("summary tokens kept for training", 128)
+    num_beams: int = doc("beams at generation", 4)
+    max_length: int = doc("maximum generated summary tokens", 100)
+    length_penalty: float = doc("beam-search length penalty", 1.0)
+    no_repeat_ngram_size: int = doc("forbid repeating n-grams of this size at generation (0 = off)", 0)
+    generation_batch_size: int = doc("dialogues per generation batch (sorted by length)", 64)
+    prompt_template: str = doc(
+        "causal LMs: user message of the chat template; {dialogue} is replaced by the dialogue",
+        "다음 대화를 요약하세요.\n{dialogue}")
+    lora: Optional[LoraSettings] = doc("LoRA adapters (causal models); null = full fine-tune", None)
+    quantization: Optional[str] = doc("QLoRA base-model quantization: null or nf4 (GPU, bitsandbytes)", None)
+    gradient_checkpointing: bool = doc("trade compute for activation memory", False)
+    precision: str = doc("auto (bf16 on GPU when supported, fp32 on CPU), bf16, fp16 or fp32", "auto")
+    deepspeed: Optional[str] = doc("DeepSpeed preset for multi-GPU units: null, zero2 or zero3", None)
+    resources: ResourceSettings = doc("Ray resources of one unit", default_factory=ResourceSettings)
+
+
+# Per-model fields that a global flag of the same name sets for every model.
+SHARED_FIELDS = (
+    "epochs", "batch_size", "learning_rate", "gradient_accumulation_steps", "warmup_ratio",
+    "num_beams", "max_length",
+)
+
+MODES = ("single", "kfold", "multi_model", "optuna", "full")
+
+
+@dataclass
+class ExperimentConfig:
+    mode: str = doc("single | kfold | multi_model | optuna | full", "single")
+    models: list[str] = doc("model presets (names or preset YAML paths)", default_factory=lambda: ["tiny-bart"])
+    epochs: Optional[float] = doc("training epochs (every model)", None)
+    batch_size: Optional[int] = doc("per-device batch size (every model)", None)
+    learning_rate: Optional[float] = doc("peak learning rate (every model)", None)
+    gradient_accumulation_steps: Optional[int] = doc("gradient accumulation steps (every model)", None)
+    warmup_ratio: Optional[float] = doc("warmup ratio (every model)", None)
+    num_beams: Optional[int] = doc("beams at generation (every model)", None)
+    max_length: Optional[int] = doc("maximum generated summary tokens (every model)", None)
+    use_augmentation: bool = doc("add augmented training examples (training part of each fold only)", False)
+    augmentation_methods: list[str] = doc("augmentation methods", default_factory=lambda: ["back_translation"])
+    augmentation_ratio: float = doc("augmented examples per training example", 0.1)
+    k_folds: int = doc("number of folds (kfold / full modes)", 5)
+    fold_seed: int = doc("seed of the fold assignment", 42)
+    ensemble_strategy: str = doc("how candidates are combined into the submission", "voting")
+    ensemble_weights: Optional[list[float]] = doc("one weight per model (weighted_avg)", None)
+    use_tta: bool = doc("generate for test-time input variants too", False)
+    tta_strategies: list[str] = doc("TTA variants", default_factory=lambda: ["paraphrase"])
+    tta_num_aug: int = doc("variants per TTA strategy", 1)
+    max_train_samples: Optional[int] = doc("seeded random sample of the training data (null = all)", None)
+    save_visualizations: bool = doc("write plots into the experiment's plots/ folder", False)
+    experiment_name: str = doc("suffix of the experiment directory name", "experiment")
+    seed: int = doc("random seed (sampling, initialisation, training order)", 42)
+    output_dir: str = doc("where experiment directories are created", "outputs")
+    train_data: Optional[str] = doc("training file (csv/jsonl); default: the bundled Korean sample", None)
+    dev_data: Optional[str] = doc("dev file with references; default: the bundled Korean sample", None)
+    test_data: Optional[str] = doc("test file (references optional); default: the bundled Korean sample", None)
+    ray_address: Optional[str] = doc("attach to a Ray cluster (auto or host:port) instead of starting one", None)
+    num_cpus: Optional[int] = doc("logical CPUs of the local Ray instance (default: enough for the units)", None)
+
+
+def field_docs(cls) -> dict[str, str]:
+    return {f.name: f.metadata.get("doc", "") for f in fields(cls)}
+
+
+def model_settings_from_dict(data: dict) -> ModelSettings:
+    """Build `ModelSettings` from a plain (YAML/JSON) mapping; nested blocks become dataclasses."""
+    data = dict(data)
+    if isinstance(data.get("lora"), dict):
+        data["lora"] = LoraSettings(**data["lora"])
+    if isinstance(data.get("resources"), dict):
+        data["resources"] = ResourceSettings(**data["resources"])
+    return ModelSettings(**data)
