@@ -1,0 +1,140 @@
+"""The `raysum` command line: train, config show, data check, score, predict."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from rich.console import Console
+
+from raysum.cli._args import add_train_flags, given_settings
+from raysum.errors import RaysumError
+
+__all__ = ["main", "build_parser"]
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="raysum", description="Ray-distributed fine-tuning and ensembles for dialogue summarization")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train models x folds, generate, score, write a submission")
+    add_train_flags(train)
+    train.add_argument("--resume", default=None, metavar="DIR",
+                       help="continue an experiment directory: finished units are reused")
+    train.set_defaults(func=_cmd_train)
+
+    config = sub.add_parser("config", help="inspect the resolved configuration")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    show = config_sub.add_parser("show", help="print every resolved setting with its source")
+    add_train_flags(show)
+    show.add_argument("--json", action="store_true", help="print JSON: every leaf is {value, source}")
+    show.set_defaults(func=_cmd_config_show)
+
+    data = sub.add_parser("data", help="dataset tools")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    check = data_sub.add_parser("check", help="validate a dataset file and print statistics")
+    check.add_argument("path", help="CSV or JSONL file (fname, dialogue, summary[1..N], topic)")
+    check.set_defaults(func=_cmd_data_check)
+
+    score = sub.add_parser("score", help="Korean ROUGE of predictions against references")
+    score.add_argument("--predictions", required=True, help="CSV with fname,summary")
+    score.add_argument("--references", required=True, help="dataset file with summary or summary1..N")
+    score.add_argument("--tokenizer", default="kiwi", choices=["kiwi", "whitespace"])
+    score.add_argument("--json", action="store_true")
+    score.set_defaults(func=_cmd_score)
+
+    predict = sub.add_parser("predict", help="generate a submission for a new file with a trained experiment")
+    predict.add_argument("--experiment", required=True, metavar="DIR")
+    predict.add_argument("--test_data", required=True, metavar="FILE")
+    predict.add_argument("--output", default=None, metavar="FILE", help="default: DIR/predictions/<file stem>.csv")
+    predict.add_argument("--ray_address", default=None)
+    predict.set_defaults(func=_cmd_predict)
+    return parser
+
+
+def resolve_from_args(ns: argparse.Namespace):
+    from raysum.config.resolve import resolve
+    from raysum.config.validate import validate
+
+    return validate(resolve(given_settings(ns), config_file=ns.config, overrides=ns.set))
+
+
+def _print_warnings(cfg) -> None:
+    for warning in cfg.warnings:
+        err_console.print(f"[yellow]warning:[/] {warning}")
+
+
+def _cmd_config_show(ns: argparse.Namespace) -> int:
+    cfg = resolve_from_args(ns)
+    if ns.json:
+        print(json.dumps(cfg.tree(), ensure_ascii=False, indent=2))
+    else:
+        _print_warnings(cfg)
+        console.print(cfg.to_yaml(), markup=False, highlight=False, soft_wrap=True)
+    return 0
+
+
+def _cmd_train(ns: argparse.Namespace) -> int:
+    from raysum.pipeline import run_experiment
+
+    if ns.resume:
+        from raysum.pipeline import resume_experiment
+
+        resume_experiment(ns.resume, given_settings(ns), ns.config, ns.set, console=console)
+        return 0
+    cfg = resolve_from_args(ns)
+    _print_warnings(cfg)
+    run_experiment(cfg, command_line=sys.argv, console=console)
+    return 0
+
+
+def _cmd_data_check(ns: argparse.Namespace) -> int:
+    from raysum.data import check_dataset, print_check
+
+    check = check_dataset(ns.path)
+    print_check(check, ns.path, console)
+    return 0 if check.ok else 1
+
+
+def _cmd_score(ns: argparse.Namespace) -> int:
+    from raysum.scoring import score_files
+
+    result = score_files(ns.predictions, ns.references, tokenizer=ns.tokenizer)
+    if ns.json:
+        print(json.dumps(result, ensure_ascii=False))
+    else:
+        from rich.table import Table
+
+        table = Table(title=f"Korean ROUGE ({ns.tokenizer} tokens, F1, mean over dialogues)")
+        for key in ("n", "rouge1", "rouge2", "rougeL", "rouge_sum", "competition_score"):
+            table.add_column(key, justify="right")
+        table.add_row(str(result["n"]), *(f"{result[k]:.4f}" for k in ("rouge1", "rouge2", "rougeL", "rouge_sum")),
+                      f"{result['competition_score']:.2f}")
+        console.print(table)
+    return 0
+
+
+def _cmd_predict(ns: argparse.Namespace) -> int:
+    from raysum.pipeline import predict_experiment
+
+    predict_experiment(ns.experiment, ns.test_data, ns.output, ray_address=ns.ray_address, console=console)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    try:
+        return ns.func(ns)
+    except RaysumError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
