@@ -1,0 +1,71 @@
+"""Trainer callbacks: the unit's metrics.jsonl and per-epoch reports (Ray Train / Tune)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+from transformers import TrainerCallback
+
+
+class MetricsLog(TrainerCallback):
+    """One JSON line per logging step (loss, grad_norm, learning_rate, throughput) and one
+    per evaluation (eval_loss), written by the main process."""
+
+    def __init__(self, path: str | Path, effective_batch_size: int):
+        self.path = Path(path)
+        self.effective_batch_size = effective_batch_size
+        self._since_time = self._since_step = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._since_time, self._since_step = time.perf_counter(), state.global_step
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        row = {"step": state.global_step, "epoch": _round(state.epoch)}
+        if "loss" in logs:
+            now = time.perf_counter()
+            samples = (state.global_step - self._since_step) * self.effective_batch_size
+            row.update(
+                loss=logs["loss"], grad_norm=logs.get("grad_norm"), learning_rate=logs.get("learning_rate"),
+                samples_per_s=round(samples / max(now - self._since_time, 1e-9), 3),
+                effective_batch_size=self.effective_batch_size)
+            self._since_time, self._since_step = now, state.global_step
+        elif "eval_loss" in logs:
+            row["eval_loss"] = logs["eval_loss"]
+        else:
+            return
+        with self.path.open("a", encoding="utf-8") as out:
+            out.write(json.dumps(row) + "\n")
+
+
+class EpochReport(TrainerCallback):
+    """Calls `report(metrics, None)` once per epoch on every worker: after the evaluation
+    when there is an eval set, else at the end of the epoch."""
+
+    def __init__(self, report: Callable[[dict, str | None], None], has_eval: bool):
+        self.report = report
+        self.has_eval = has_eval
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if self.has_eval:
+            self.report(self._metrics(state, eval_loss=(metrics or {}).get("eval_loss")), None)
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if not self.has_eval:
+            self.report(self._metrics(state), None)
+
+    @staticmethod
+    def _metrics(state, **extra) -> dict:
+        losses = [row["loss"] for row in state.log_history if "loss" in row]
+        metrics = {"epoch": _round(state.epoch), "step": state.global_step,
+                   "train_loss": losses[-1] if losses else None}
+        metrics.update(extra)
+        return metrics
+
+
+def _round(epoch):
+    return None if epoch is None else round(float(epoch), 4)

@@ -1,0 +1,34 @@
+"""Batches for the two model kinds.
+
+causal:  padding-free packing (`DataCollatorWithFlattening`): a micro-batch is one row of
+         concatenated examples with `position_ids` restarting at 0 for each example and no
+         attention mask; transformers' masking utils turn the position ids into a
+         block-diagonal causal mask (sdpa/eager) or varlen boundaries (flash attention).
+         They only do so when no KV cache is built, so training sets
+         `model.config.use_cache = False` (see `prepare_model_for_training`); with a cache
+         the examples silently attend to each other.
+seq2seq: encoder inputs and labels padded to the longest example of the batch (labels with
+         -100), decoder inputs shifted from the labels by the model.
+Both kinds draw batches grouped by length (TrainingArguments `group_by_length`).
+"""
+
+from __future__ import annotations
+
+from raysum.models.prompts import IGNORE_INDEX
+
+
+def make_collator(settings, tokenizer, model, pad_to_multiple_of: int | None = None):
+    """The data collator of `settings.kind`."""
+    if settings.kind == "causal":
+        from transformers import DataCollatorWithFlattening
+
+        return DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE_INDEX)
+    from transformers import DataCollatorForSeq2Seq
+
+    return DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=IGNORE_INDEX,
+                                  pad_to_multiple_of=pad_to_multiple_of)
+
+
+def prepare_model_for_training(model) -> None:
+    """No KV cache while training: a cache disables packed-sequence masking and wastes memory."""
+    model.config.use_cache = False

@@ -1,0 +1,335 @@
+"""One training unit: a model trained on one fold's training part, then generating for
+the fold's out-of-fold part, dev and test. Reads top to bottom:
+
+    run_unit: setup (data, model, tokenizer, trainer) -> train -> save -> generate -> finish
+
+Everything goes into `unit_dir`:
+    checkpoint/          final weights as safetensors (full model, or the LoRA adapter) + tokenizer
+    metrics.jsonl        one row per logging step and per epoch evaluation
+    predictions.parquet  split, fname, model, fold, tta, text, n_tokens, logprob
+    unit.json            the summary; status "done" makes a rerun return it without training
+    resume/              the last two epoch checkpoints while training (deleted when done)
+
+The HF `Trainer` runs the loop: it brings DeepSpeed, DDP under Ray Train, gradient
+accumulation with correctly normalised losses, AMP and exact resume (optimizer, scheduler,
+RNG and sampler state), which an own loop would have to re-implement.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+from raysum.config.schema import ModelSettings, model_settings_from_dict
+from raysum.errors import ConfigError, DataError
+
+Report = Callable[[dict, Optional[str]], None]
+PREDICTION_COLUMNS = ("split", "fname", "model", "fold", "tta", "text", "n_tokens", "logprob")
+
+
+@dataclass
+class UnitConfig:
+    """The typed form of `run_unit`'s config dict."""
+
+    unit_dir: Path
+    model: ModelSettings
+    train_path: str
+    seed: int = 42
+    fold: Optional[int] = None
+    eval_path: Optional[str] = None
+    predict: dict = field(default_factory=dict)
+    tokenizer_cache: Optional[str] = None
+    resume: bool = False
+
+    @classmethod
+    def from_dict(cls, config: dict) -> "UnitConfig":
+        known = {"unit_dir", "model", "train_path", "seed", "fold", "eval_path", "predict", "tokenizer_cache", "resume"}
+        problems = [f"unknown unit setting {k!r}" for k in config if k not in known]
+        problems += [f"unit setting {k!r} is required" for k in ("unit_dir", "model", "train_path") if k not in config]
+        if problems:
+            raise ConfigError(problems)
+        values = dict(config)
+        values["unit_dir"] = Path(values["unit_dir"])
+        model = values["model"]
+        values["model"] = model if isinstance(model, ModelSettings) else model_settings_from_dict(model)
+        values["predict"] = {k: v for k, v in (values.get("predict") or {}).items() if v}
+        return cls(**values)
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.unit_dir / "checkpoint"
+
+    @property
+    def resume_dir(self) -> Path:
+        return self.unit_dir / "resume"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.unit_dir / "metrics.jsonl"
+
+    @property
+    def predictions_path(self) -> Path:
+        return self.unit_dir / "predictions.parquet"
+
+    @property
+    def summary_path(self) -> Path:
+        return self.unit_dir / "unit.json"
+
+
+@dataclass
+class UnitRun:
+    """What `setup` builds and the later stages use."""
+
+    unit: UnitConfig
+    model: object
+    tokenizer: object
+    trainer: object
+    precision: str
+    cuda: bool
+    train_samples: int
+    eval_samples: int
+    trainable_params: int
+    total_params: int
+
+
+def run_unit(config: dict, report: Report | None = None) -> dict:
+    """Train, save and generate for one unit; returns the summary written to unit.json.
+    `report(metrics, checkpoint_dir)` is called once per epoch and once at the end."""
+    unit = UnitConfig.from_dict(config)
+    finished = read_finished_unit(unit.unit_dir)
+    if finished is not None:
+        return finished
+    run = setup(unit, report)
+    train_stats = train(run)
+    save_checkpoint(run)
+    predictions, generate_s = generate(run)
+    summary = finish(run, train_stats, predictions, generate_s)
+    if report is not None:
+        main = run.trainer.is_world_process_zero()
+        report(_reportable(summary), str(unit.checkpoint_dir) if main else None)
+    return summary
+
+
+def read_finished_unit(unit_dir: str | Path) -> dict | None:
+    """The summary of a unit whose unit.json says done, else None."""
+    path = Path(unit_dir) / "unit.json"
+    if not path.is_file():
+        return None
+    summary = json.loads(path.read_text(encoding="utf-8"))
+    return summary if summary.get("status") == "done" else None
+
+
+# ---------------------------------------------------------------- setup
+def setup(unit: UnitConfig, report: Report | None = None) -> UnitRun:
+    import torch
+    from transformers import Trainer, set_seed
+    from transformers.trainer_callback import PrinterCallback
+
+    from raysum.models import count_parameters, encode_examples, load_model_and_tokenizer, resolve_precision
+    from raysum.training.arguments import build_training_arguments
+    from raysum.training.callbacks import EpochReport, MetricsLog
+    from raysum.training.collators import make_collator, prepare_model_for_training
+    from raysum.training.validation import validate_unit_settings
+
+    settings, cuda = unit.model, torch.cuda.is_available()
+    problems = validate_unit_settings(settings, has_gpu=cuda)
+    if problems:
+        raise ConfigError(problems)
+    unit.unit_dir.mkdir(parents=True, exist_ok=True)
+    set_seed(unit.seed)
+    train_frame = read_table(unit.train_path, ("dialogue", "summary"))
+    eval_frame = read_table(unit.eval_path, ("dialogue", "summary")) if unit.eval_path else None
+
+    texts = train_frame["dialogue"].tolist() + train_frame["summary"].tolist()
+    model, tokenizer = load_model_and_tokenizer(settings, train_texts=texts, cache_dir=unit.tokenizer_cache,
+                                                device="cuda" if cuda else "cpu", seed=unit.seed)
+    prepare_model_for_training(model)
+    trainable, total = count_parameters(model)
+
+    train_set = encode_examples(tokenizer, settings, train_frame["dialogue"].tolist(), train_frame["summary"].tolist())
+    eval_set = None
+    if eval_frame is not None and len(eval_frame):
+        eval_set = encode_examples(tokenizer, settings, eval_frame["dialogue"].tolist(), eval_frame["summary"].tolist())
+        eval_set.sort(key=lambda example: len(example["input_ids"]))  # sequential eval batches of similar length
+
+    precision = resolve_precision(settings, cuda=cuda)
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    args = build_training_arguments(settings, unit.resume_dir, num_examples=len(train_set), has_eval=eval_set is not None,
+                                    precision=precision, cuda=cuda, seed=unit.seed, world_size=world_size)
+    callbacks = [MetricsLog(unit.metrics_path, settings.batch_size * settings.gradient_accumulation_steps * world_size)]
+    if report is not None:
+        callbacks.append(EpochReport(report, has_eval=eval_set is not None))
+    trainer = Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
+                      data_collator=make_collator(settings, tokenizer, model, pad_to_multiple_of=8 if cuda else None),
+                      processing_class=tokenizer, callbacks=callbacks)
+    trainer.remove_callback(PrinterCallback)  # metrics.jsonl has every logged value
+    return UnitRun(unit, model, tokenizer, trainer, precision, cuda, len(train_set), len(eval_set or []),
+                   trainable, total)
+
+
+def read_table(path: str, columns: tuple[str, ...]):
+    import pandas as pd
+
+    frame = pd.read_parquet(path)
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise DataError([f"missing column(s) {', '.join(missing)}"], path=str(path))
+    frame = frame.copy()
+    for column in columns:
+        frame[column] = frame[column].fillna("").astype(str)
+    return frame
+
+
+# ---------------------------------------------------------------- train
+def train(run: UnitRun) -> dict:
+    """Run the trainer, continuing from the last intermediate checkpoint when resuming."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    unit = run.unit
+    checkpoint = None
+    if unit.resume and unit.resume_dir.is_dir():
+        checkpoint = get_last_checkpoint(str(unit.resume_dir))
+    if checkpoint is None:
+        if run.trainer.is_world_process_zero():
+            shutil.rmtree(unit.resume_dir, ignore_errors=True)
+            unit.metrics_path.unlink(missing_ok=True)
+    else:
+        _drop_metrics_after(unit.metrics_path, _checkpoint_step(checkpoint))
+    started = time.perf_counter()
+    result = run.trainer.train(resume_from_checkpoint=checkpoint)
+    return {"train_s": round(time.perf_counter() - started, 3), "steps": result.global_step,
+            "train_loss_mean": result.training_loss, "resumed_from_step": _checkpoint_step(checkpoint)}
+
+
+def _checkpoint_step(checkpoint: str | None) -> int:
+    return int(Path(checkpoint).name.rsplit("-", 1)[-1]) if checkpoint else 0
+
+
+def _drop_metrics_after(path: Path, step: int) -> None:
+    """Rows logged after the checkpoint we resume from are logged again."""
+    if not path.is_file():
+        return
+    rows = [line for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and json.loads(line)["step"] <= step]
+    path.write_text("".join(row + "\n" for row in rows), encoding="utf-8")
+
+
+# ---------------------------------------------------------------- save
+def save_checkpoint(run: UnitRun) -> None:
+    """Final weights as safetensors (the adapter for LoRA models) and the tokenizer."""
+    trainer = run.trainer
+    # ZeRO-3 holds a shard of every parameter per rank: gather them (a collective call).
+    state_dict = trainer.accelerator.get_state_dict(trainer.model_wrapped) if trainer.is_deepspeed_enabled else None
+    if trainer.is_world_process_zero():
+        target = run.unit.checkpoint_dir
+        shutil.rmtree(target, ignore_errors=True)
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        model.save_pretrained(str(target), state_dict=state_dict)
+        run.tokenizer.save_pretrained(str(target))
+    trainer.accelerator.wait_for_everyone()
+
+
+# ---------------------------------------------------------------- generate
+def generate(run: UnitRun):
+    """Summaries for every prediction split (main process only), as a DataFrame."""
+    import pandas as pd
+
+    from raysum.generation import generate_summaries
+
+    if not run.trainer.is_world_process_zero():
+        return pd.DataFrame(columns=list(PREDICTION_COLUMNS)), 0.0
+    model = _model_for_generation(run)
+    settings, frames = run.unit.model, []
+    started = time.perf_counter()
+    for split, path in run.unit.predict.items():
+        table = read_table(path, ("fname", "dialogue"))
+        outputs = generate_summaries(model, run.tokenizer, settings, table["dialogue"].tolist())
+        frame = pd.DataFrame(outputs, columns=["text", "n_tokens", "logprob"])
+        frame.insert(0, "split", split)
+        frame.insert(1, "fname", table["fname"].tolist())
+        frame.insert(2, "model", settings.name)
+        frame.insert(3, "fold", run.unit.fold)
+        frame.insert(4, "tta", "none")
+        frames.append(frame)
+    generate_s = round(time.perf_counter() - started, 3)
+    predictions = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(PREDICTION_COLUMNS))
+    predictions["fold"] = predictions["fold"].astype("Int64")
+    return predictions, generate_s
+
+
+def _model_for_generation(run: UnitRun):
+    """The trained model, ready for fast generation: optimizer state freed, LoRA merged
+    (not into 4-bit weights), KV cache back on, half precision on GPU."""
+    import torch
+
+    from raysum.models import load_trained_model, torch_dtype
+
+    trainer, settings = run.trainer, run.unit.model
+    trainer.optimizer = trainer.lr_scheduler = None
+    if settings.deepspeed == "zero3":
+        model, _ = load_trained_model(settings, run.unit.checkpoint_dir, device="cuda")
+    else:
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        if settings.lora is not None and settings.quantization is None:
+            model = model.merge_and_unload()
+    if run.cuda:
+        gc.collect()
+        torch.cuda.empty_cache()
+        if settings.quantization is None and run.precision != "fp32":
+            model.to(torch_dtype(run.precision))
+    model.config.use_cache = True
+    return model.eval()
+
+
+# ---------------------------------------------------------------- finish
+def finish(run: UnitRun, train_stats: dict, predictions, generate_s: float) -> dict:
+    """predictions.parquet and unit.json (written last: a unit is done once it exists)."""
+    import torch
+
+    unit, history = run.unit, run.trainer.state.log_history
+    losses = [row["loss"] for row in history if "loss" in row]
+    eval_losses = [row["eval_loss"] for row in history if "eval_loss" in row]
+    summary = {
+        "status": "done",
+        "model": unit.model.name,
+        "fold": unit.fold,
+        "seed": unit.seed,
+        "device": torch.cuda.get_device_name() if run.cuda else "cpu",
+        "precision": run.precision,
+        "train_s": train_stats["train_s"],
+        "generate_s": generate_s,
+        "train_samples": run.train_samples,
+        "eval_samples": run.eval_samples,
+        "epochs": unit.model.epochs,
+        "steps": train_stats["steps"],
+        "resumed_from_step": train_stats["resumed_from_step"],
+        "train_loss": losses[-1] if losses else None,
+        "train_loss_mean": train_stats["train_loss_mean"],
+        "eval_loss": eval_losses[-1] if eval_losses else None,
+        "trainable_params": run.trainable_params,
+        "total_params": run.total_params,
+        "predictions": {split: int(n) for split, n in predictions.groupby("split", sort=False).size().items()},
+        "checkpoint": "checkpoint",
+    }
+    if run.trainer.is_world_process_zero():
+        predictions.to_parquet(unit.predictions_path, index=False)
+        _write_json_atomically(unit.summary_path, summary)
+        shutil.rmtree(unit.resume_dir, ignore_errors=True)
+    return summary
+
+
+def _write_json_atomically(path: Path, data: dict) -> None:
+    staging = path.with_suffix(".json.tmp")
+    staging.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(staging, path)
+
+
+def _reportable(summary: dict) -> dict:
+    """Numbers for Ray's report (no key named `done`: Tune would end the trial)."""
+    return {k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "done"}
