@@ -457,3 +457,28 @@ def resolve(
 
 def global_fields() -> list[str]:
     return [f.name for f in fields(ExperimentConfig)]
+
+
+def config_from_tree(tree: dict) -> ResolvedConfig:
+    """Rebuild a ResolvedConfig from `ResolvedConfig.tree()` (an experiment's config.json)."""
+    sources: dict[str, str] = {}
+    values: dict = {}
+
+    def walk(node: dict, prefix: str, out: dict) -> None:
+        for key, item in node.items():
+            if isinstance(item, dict) and set(item) == {"value", "source"}:
+                out[key] = item["value"]
+                sources[prefix + key] = item["source"]
+            elif isinstance(item, dict):
+                walk(item, prefix + key + ".", out.setdefault(key, {}))
+
+    models_tree = tree.get("models", {})
+    walk({k: v for k, v in tree.items() if k != "models"}, "", values)
+    models = {}
+    for name, node in models_tree.items():
+        data: dict = {}
+        walk(node, f"models.{name}.", data)
+        data["name"] = name
+        models[name] = model_settings_from_dict(data)
+    values["models"] = list(models)
+    return ResolvedConfig(experiment=ExperimentConfig(**values), models=models, sources=sources)

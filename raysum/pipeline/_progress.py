@@ -1,0 +1,103 @@
+"""Live view of the units (queued / running / done / failed, step, loss) and the score table."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+POLL_S = 0.5
+
+
+def _tail_metrics(unit_dir: Path) -> dict:
+    """The last training-step row of a unit's metrics.jsonl (empty before the first step)."""
+    file = unit_dir / "metrics.jsonl"
+    if not file.is_file():
+        return {}
+    last = {}
+    with file.open(encoding="utf-8") as fh:
+        for line in fh:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line being written
+            if "loss" in row:
+                last = row
+    return last
+
+
+def _unit_state(unit_dir: Path, finished: dict[str, str | None], name: str) -> str:
+    if name in finished:
+        return "failed" if finished[name] else "done"
+    if (unit_dir / "unit.json").is_file():
+        return "done"
+    if (unit_dir / "metrics.jsonl").is_file() or (unit_dir / "started").is_file():
+        return "running"
+    return "queued"
+
+
+def _table(names: list[str], exp_dir: Path, finished: dict[str, str | None], started: float) -> Table:
+    table = Table(title=f"units ({time.time() - started:.0f} s)")
+    for col in ("unit", "state", "step", "epoch", "loss"):
+        table.add_column(col, justify="left" if col in ("unit", "state") else "right")
+    colors = {"queued": "dim", "running": "yellow", "done": "green", "failed": "red"}
+    for name in names:
+        unit_dir = exp_dir / "units" / name
+        state = _unit_state(unit_dir, finished, name)
+        row = _tail_metrics(unit_dir)
+        table.add_row(name, f"[{colors[state]}]{state}[/]", str(row.get("step", "")),
+                      f"{row['epoch']:.2f}" if "epoch" in row else "",
+                      f"{row['loss']:.4f}" if "loss" in row else "")
+    return table
+
+
+def watch_units(runs: list, names: list[str], exp_dir: Path, console: Console) -> dict[str, str]:
+    """Wait for every run, showing progress; returns {unit name: error} of failed units."""
+    import ray
+
+    pending = {run.ref: run for run in runs}
+    finished: dict[str, str | None] = {}
+    started = time.time()
+    with Live(_table(names, exp_dir, finished, started), console=console, refresh_per_second=2,
+              transient=not console.is_terminal) as live:
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_S)
+            for ref in ready:
+                run = pending.pop(ref)
+                try:
+                    ray.get(ref)
+                    finished[run.name] = None
+                except Exception as exc:  # noqa: BLE001 - any unit failure is reported, not raised
+                    finished[run.name] = _short_error(exc)
+            live.update(_table(names, exp_dir, finished, started))
+    if not console.is_terminal:
+        console.print(_table(names, exp_dir, finished, started))
+    return {name: err for name, err in finished.items() if err}
+
+
+def _short_error(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    tail = [line for line in text if line.strip()][-3:]
+    return " | ".join(tail)[:600]
+
+
+def print_scores(scores: dict, console: Console) -> None:
+    table = Table(title=f"scores (Korean ROUGE F1, {scores['tokenizer']} tokens; competition score 0-100)")
+    for col in ("unit", "OOF R1", "OOF R2", "OOF RL", "OOF score", "dev R1", "dev R2", "dev RL", "dev score",
+                "dev untrained"):
+        table.add_column(col, justify="right" if col != "unit" else "left")
+    for name, unit in scores["units"].items():
+        oof, dev = unit.get("oof"), unit.get("dev")
+        base = scores["models"][unit["model"]].get("dev_untrained")
+
+        def cells(s):
+            if not s:
+                return ["-"] * 4
+            return [f"{s['rouge1']:.4f}", f"{s['rouge2']:.4f}", f"{s['rougeL']:.4f}", f"{s['competition_score']:.2f}"]
+
+        table.add_row(name, *cells(oof), *cells(dev), f"{base['competition_score']:.2f}" if base else "-")
+    console.print(table)

@@ -1,0 +1,162 @@
+"""An experiment end to end: check everything, launch units on Ray, collect, score, submit.
+
+Everything that can be wrong with the input (config, data, weights, resources, features
+not available yet) is reported before the experiment directory is created, so a
+refused run leaves nothing behind and never overwrites an earlier experiment.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from raysum.config.resolve import DEFAULT, ResolvedConfig
+from raysum.errors import ConfigError, NotAvailableYet, RaysumError
+from raysum.pipeline._collect import collect_candidates, score_experiment, write_submission
+from raysum.pipeline._experiment import (
+    Unit,
+    create_experiment_dir,
+    load_experiment_data,
+    load_resolved,
+    plan_units,
+    unit_config,
+    unit_done,
+    write_experiment_files,
+)
+from raysum.pipeline._progress import watch_units
+from raysum.pipeline._ray import check_resources, cluster_nodes, init_ray, launch_unit
+
+
+def features_not_available(cfg: ResolvedConfig) -> list[str]:
+    """Accepted flags whose features raysum cannot run yet: the run stops before any work."""
+    exp = cfg.experiment
+    given = {k for k, s in cfg.sources.items() if s != DEFAULT}
+    out = []
+    if exp.mode == "optuna":
+        out.append("--mode optuna (the Ray Tune + Optuna search) is not available yet")
+    if exp.use_augmentation:
+        out.append("--use_augmentation is not available yet (augmentation methods are not implemented)")
+    if exp.use_tta:
+        out.append("--use_tta is not available yet (TTA variants are not implemented)")
+    if exp.save_visualizations:
+        out.append("--save_visualizations is not available yet (plots and report are not implemented)")
+    if "ensemble_strategy" in given or "ensemble_weights" in given:
+        out.append("--ensemble_strategy/--ensemble_weights are not available yet: the submission is the best "
+                   "single unit by out-of-fold score; drop the flag to run")
+    return out
+
+
+def preflight(cfg: ResolvedConfig) -> None:
+    """Checks that need no Ray and no experiment directory."""
+    from raysum.models import check_weights_available
+    from raysum.training import validate_unit_settings
+
+    missing = features_not_available(cfg)
+    if missing:
+        raise NotAvailableYet("this run uses features that are not available yet:\n"
+                              + "\n".join(f"  - {m}" for m in missing))
+    problems = []
+    for name, settings in cfg.models.items():
+        problems += [f"models.{name}: {p}" for p in check_weights_available(settings)]
+        problems += [f"models.{name}: {p}" for p in validate_unit_settings(settings, has_gpu=True)]
+    if problems:
+        raise ConfigError(problems)
+
+
+def _gpu_problems(cfg: ResolvedConfig, nodes: list[dict]) -> list[str]:
+    from raysum.training import validate_unit_settings
+
+    has_gpu = any(n.get("GPU", 0) > 0 for n in nodes)
+    return [f"models.{name}: {p}" for name, s in cfg.models.items()
+            for p in validate_unit_settings(s, has_gpu=has_gpu)]
+
+
+def run_experiment(cfg: ResolvedConfig, command_line: list[str] | None = None,
+                   console: Console | None = None) -> Path:
+    """Run a validated config; returns the experiment directory."""
+    console = console or Console()
+    preflight(cfg)
+    data = load_experiment_data(cfg)
+    for note in data.notes:
+        console.print(f"[cyan]note:[/] {note}")
+    init_ray(cfg.experiment.ray_address, cfg.experiment.num_cpus)
+    nodes = cluster_nodes()
+    check_resources(cfg.models, nodes)
+    problems = _gpu_problems(cfg, nodes)
+    if problems:
+        raise ConfigError(problems)
+    path = create_experiment_dir(cfg)
+    write_experiment_files(path, cfg, data, list(command_line or sys.argv))
+    console.print(f"experiment directory: [bold]{path}[/]")
+    _run_units(path, cfg, console)
+    return path
+
+
+def resume_experiment(path: str | Path, cli: dict, config_file: str | None, overrides: list[str],
+                      console: Console | None = None) -> Path:
+    """Continue an experiment: finished units are reused, interrupted ones resume from a checkpoint."""
+    console = console or Console()
+    path = Path(path)
+    if cli or config_file or overrides:
+        given = sorted(cli) + (["--config"] if config_file else []) + (["--set"] if overrides else [])
+        raise ConfigError(f"--resume continues {path} with the settings it was started with; "
+                          f"drop {', '.join('--' + g if not g.startswith('--') else g for g in given)}")
+    cfg = load_resolved(path)
+    preflight(cfg)
+    init_ray(cfg.experiment.ray_address, cfg.experiment.num_cpus)
+    check_resources(cfg.models, cluster_nodes())
+    console.print(f"resuming [bold]{path}[/]")
+    _run_units(path, cfg, console)
+    return path
+
+
+def _run_units(path: Path, cfg: ResolvedConfig, console: Console) -> None:
+    units = plan_units(cfg)
+    baseline_done: set[str] = set()
+    runs, reused = [], []
+    started = time.time()
+    for unit in units:
+        config = unit_config(path, cfg, unit, baseline=unit.model not in baseline_done)
+        baseline_done.add(unit.model)
+        if unit_done(Path(config["unit_dir"])):
+            reused.append(unit.name)
+            continue
+        runs.append(launch_unit(unit.name, config, cfg.models[unit.model], path / "ray"))
+    if reused:
+        console.print(f"reusing {len(reused)} finished unit(s): {', '.join(reused)}")
+    failures = watch_units(runs, [u.name for u in units], path, console)
+    _record_timing(path, started)
+    if failures:
+        raise RaysumError("units failed (finished units are kept; `raysum train --resume "
+                          f"{path}` continues):\n" + "\n".join(f"  - {n}: {e}" for n, e in failures.items()))
+    _finish(path, cfg, units, console)
+
+
+def _record_timing(path: Path, started: float) -> None:
+    run_file = path / "run.json"
+    run = json.loads(run_file.read_text(encoding="utf-8"))
+    run.setdefault("unit_phases", []).append({"start": started, "end": time.time()})
+    run_file.write_text(json.dumps(run, ensure_ascii=False, indent=1), encoding="utf-8")
+
+
+def _finish(path: Path, cfg: ResolvedConfig, units: list[Unit], console: Console) -> None:
+    candidates = collect_candidates(path, units)
+    scores = score_experiment(path, cfg, units, candidates)
+    choice = write_submission(path, candidates, scores)
+    from raysum.pipeline._progress import print_scores
+
+    print_scores(scores, console)
+    console.print(f"[bold green]submission[/] {path / 'submission.csv'}: {choice}")
+
+
+def predict_experiment(path: str | Path, test_file: str, output: str | None, ray_address: str | None = None,
+                       console: Console | None = None) -> Path:
+    """Generate for a new file with the experiment's trained units (no retraining)."""
+    from raysum.pipeline._collect import predict_new_file
+
+    console = console or Console()
+    return predict_new_file(Path(path), test_file, output, ray_address, console)

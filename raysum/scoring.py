@@ -1,0 +1,54 @@
+"""Scoring files: a submission-style CSV (fname, summary) against a dataset's references."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from raysum.errors import DataError
+
+
+def read_predictions(path: str | Path) -> pd.DataFrame:
+    """A `fname,summary` CSV; every problem listed at once."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError("file not found", str(path))
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    except (UnicodeDecodeError, pd.errors.ParserError) as exc:
+        raise DataError(f"cannot read as UTF-8 CSV: {exc}", str(path)) from None
+    problems = [f"missing column {c!r}" for c in ("fname", "summary") if c not in df.columns]
+    if problems:
+        raise DataError(problems + [f"columns found: {', '.join(df.columns)}"], str(path))
+    dup = df["fname"][df["fname"].duplicated()].tolist()
+    if dup:
+        problems.append(f"duplicate fname: {', '.join(dup[:10])}{' ...' if len(dup) > 10 else ''}")
+    if problems:
+        raise DataError(problems, str(path))
+    return df
+
+
+def score_files(predictions: str | Path, references: str | Path, tokenizer: str = "kiwi") -> dict:
+    """Korean ROUGE of a prediction CSV against a dataset file; fnames must match exactly."""
+    from raysum.data import load_dataset
+    from raysum.metrics import score
+
+    preds = read_predictions(predictions)
+    refs = load_dataset(references, require_references=True)
+    pred_names, ref_names = set(preds["fname"]), set(refs["fname"])
+    problems = []
+    missing = [f for f in refs["fname"] if f not in pred_names]
+    extra = [f for f in preds["fname"] if f not in ref_names]
+    if missing:
+        problems.append(f"{len(missing)} fname(s) of the references have no prediction: "
+                        f"{', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}")
+    if extra:
+        problems.append(f"{len(extra)} predicted fname(s) are not in the references: "
+                        f"{', '.join(extra[:10])}{' ...' if len(extra) > 10 else ''}")
+    if problems:
+        raise DataError(problems, str(predictions))
+    by_name = dict(zip(preds["fname"], preds["summary"]))
+    result = score([by_name[f] for f in refs["fname"]], list(refs["references"]), tokenizer=tokenizer)
+    result["tokenizer"] = tokenizer
+    return result
