@@ -107,7 +107,11 @@ def test_unit_writes_checkpoint_metrics_predictions_and_summary(finished_units, 
 
     saved = json.loads((unit_dir / "unit.json").read_text())
     assert saved == summary
-    assert saved["status"] == "done" and saved["device"] == "cpu" and saved["precision"] == "fp32"
+    assert saved["status"] == "done"
+    if torch.cuda.is_available():
+        assert saved["device"] == torch.cuda.get_device_name() and saved["precision"] in ("bf16", "fp16")
+    else:
+        assert saved["device"] == "cpu" and saved["precision"] == "fp32"
     assert saved["train_samples"] == 40 and saved["steps"] == 15 and saved["predictions"] == {"oof": 5, "dev": 5, "test": 5}
     assert saved["train_s"] > 0 and saved["generate_s"] > 0 and saved["eval_loss"] == eval_rows[-1]["eval_loss"]
 
@@ -130,6 +134,7 @@ def test_finished_unit_is_returned_without_training(finished_units, data_dir, mo
     assert {p: p.stat().st_mtime_ns for p in unit_dir.rglob("*")} == before
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="bitwise repeatability is a CPU property; CUDA kernels vary")
 def test_same_seed_gives_identical_predictions(finished_units, data_dir, tmp_path):
     first_dir, first, _ = finished_units["tiny-llama"]
     second = run_unit(unit_config(data_dir, tmp_path / "again", "tiny-llama"))

@@ -17,15 +17,16 @@ from __future__ import annotations
 from raysum.models.prompts import IGNORE_INDEX
 
 
-def make_collator(settings, tokenizer, model, pad_to_multiple_of: int | None = None):
-    """The data collator of `settings.kind`."""
-    if settings.kind == "causal":
+def make_collator(settings, tokenizer, model, pad_to_multiple_of: int | None = None, packed: bool = True):
+    """The data collator of `settings.kind` (`packed=False`: padded causal batches, for comparison)."""
+    if settings.kind == "causal" and packed:
         from transformers import DataCollatorWithFlattening
 
         return DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE_INDEX)
     from transformers import DataCollatorForSeq2Seq
 
-    return DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=IGNORE_INDEX,
+    return DataCollatorForSeq2Seq(tokenizer, model=model if settings.kind == "seq2seq" else None,
+                                  label_pad_token_id=IGNORE_INDEX, padding=True,
                                   pad_to_multiple_of=pad_to_multiple_of)
 
 
