@@ -258,3 +258,58 @@ def test_deepspeed_without_the_package_is_a_clear_error(tmp_path, monkeypatch):
     with pytest.raises(RaysumError, match="pip install"):
         arguments.build_training_arguments(settings, tmp_path, num_examples=10, has_eval=False,
                                            precision="fp32", cuda=False, seed=1)
+
+
+def _reload_and_regenerate(settings, unit_dir: Path, data_dir: Path) -> None:
+    """The saved checkpoint reproduces the unit's dev predictions."""
+    from raysum.generation import generate_summaries
+    from raysum.models import load_trained_model
+
+    model, tokenizer = load_trained_model(settings, unit_dir / "checkpoint", device="cpu")
+    dev = pd.read_parquet(data_dir / "dev.parquet")
+    again = generate_summaries(model, tokenizer, settings, dev["dialogue"].tolist())
+    saved = pd.read_parquet(unit_dir / "predictions.parquet").query("split == 'dev'")
+    assert [r["text"] for r in again] == saved["text"].tolist()
+    assert [r["logprob"] for r in again] == pytest.approx(saved["logprob"].tolist(), abs=1e-4)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="units on CUDA generate in half precision")
+def test_saved_checkpoint_reproduces_the_predictions(finished_units, data_dir):
+    unit_dir, _, _ = finished_units["tiny-bart"]
+    config = unit_config(data_dir, unit_dir, "tiny-bart")
+    _reload_and_regenerate(dataclasses.replace(load_preset("tiny-bart"), **{
+        k: config["model"][k] for k in ("epochs", "batch_size", "max_length", "num_beams")}), unit_dir, data_dir)
+
+
+def test_lora_unit_on_a_checkpoint_saves_only_the_adapter(data_dir, tmp_path):
+    from raysum.models import load_model_and_tokenizer
+
+    tiny = load_preset("tiny-llama")
+    frame = pd.read_parquet(data_dir / "train.parquet")
+    base, tokenizer = load_model_and_tokenizer(tiny, frame["dialogue"].tolist() + frame["summary"].tolist(),
+                                               cache_dir=tmp_path / "tok", device="cpu")
+    base.save_pretrained(tmp_path / "base")
+    tokenizer.save_pretrained(tmp_path / "base")
+
+    lora = dataclasses.asdict(load_preset("qwen3-4b").lora) | {"r": 4}
+    config = unit_config(data_dir, tmp_path / "unit", "tiny-llama", epochs=1, learning_rate=1e-2)
+    config["model"].update(from_config=None, checkpoint=str(tmp_path / "base"), lora=lora)
+    config["predict"] = {"dev": config["predict"]["dev"]}
+    summary = run_unit(config)
+    assert summary["trainable_params"] < summary["total_params"] / 10
+    files = {p.name for p in (tmp_path / "unit" / "checkpoint").iterdir()}
+    assert {"adapter_model.safetensors", "adapter_config.json", "tokenizer.json"} <= files
+    assert "model.safetensors" not in files
+    if not torch.cuda.is_available():
+        settings = dataclasses.replace(load_preset("tiny-llama"), from_config=None, checkpoint=str(tmp_path / "base"),
+                                       lora=dataclasses.replace(load_preset("qwen3-4b").lora, r=4), max_length=10, num_beams=2)
+        _reload_and_regenerate(settings, tmp_path / "unit", data_dir)
+
+
+def test_tiny_preset_with_lora_saves_merged_full_weights(data_dir, tmp_path):
+    config = unit_config(data_dir, tmp_path / "unit", "tiny-llama", epochs=1)
+    config["model"]["lora"] = dataclasses.asdict(load_preset("qwen3-4b").lora) | {"r": 4}
+    config["predict"] = {"dev": config["predict"]["dev"]}
+    run_unit(config)
+    files = {p.name for p in (tmp_path / "unit" / "checkpoint").iterdir()}
+    assert "model.safetensors" in files and "adapter_config.json" not in files

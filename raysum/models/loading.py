@@ -146,7 +146,7 @@ def load_trained_model(settings, checkpoint_dir: str | os.PathLike, device: str 
     checkpoint plus the saved LoRA adapter), in eval mode."""
     device = resolve_device(device)
     checkpoint_dir = str(checkpoint_dir)
-    if settings.lora is None:
+    if settings.lora is None or settings.from_config:  # tiny presets save merged full weights
         model, tokenizer = _from_pretrained(settings, checkpoint_dir, device, full_precision=True)
     else:
         from peft import PeftModel

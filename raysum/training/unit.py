@@ -17,6 +17,7 @@ RNG and sampler state), which an own loop would have to re-implement.
 
 from __future__ import annotations
 
+import copy
 import gc
 import json
 import os
@@ -222,14 +223,18 @@ def _drop_metrics_after(path: Path, step: int) -> None:
 
 # ---------------------------------------------------------------- save
 def save_checkpoint(run: UnitRun) -> None:
-    """Final weights as safetensors (the adapter for LoRA models) and the tokenizer."""
-    trainer = run.trainer
+    """Final weights as safetensors and the tokenizer: the LoRA adapter alone for models
+    loaded from a checkpoint (the base is that checkpoint), the full model otherwise
+    (a tiny preset's random base cannot be downloaded again, so its adapters are merged)."""
+    trainer, settings = run.trainer, run.unit.model
     # ZeRO-3 holds a shard of every parameter per rank: gather them (a collective call).
     state_dict = trainer.accelerator.get_state_dict(trainer.model_wrapped) if trainer.is_deepspeed_enabled else None
     if trainer.is_world_process_zero():
         target = run.unit.checkpoint_dir
         shutil.rmtree(target, ignore_errors=True)
         model = trainer.accelerator.unwrap_model(trainer.model)
+        if settings.lora is not None and settings.from_config:
+            model, state_dict = copy.deepcopy(model).merge_and_unload(), None
         model.save_pretrained(str(target), state_dict=state_dict)
         run.tokenizer.save_pretrained(str(target))
     trainer.accelerator.wait_for_everyone()
