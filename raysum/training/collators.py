@@ -9,7 +9,14 @@ causal:  padding-free packing (`DataCollatorWithFlattening`): a micro-batch is o
          the examples silently attend to each other.
 seq2seq: encoder inputs and labels padded to the longest example of the batch (labels with
          -100), decoder inputs shifted from the labels by the model.
-Both kinds draw batches grouped by length (TrainingArguments `group_by_length`).
+Both kinds draw batches grouped by length (`train_sampling_strategy="group_by_length"`).
+
+Packed and padded causal batches give the same loss (tests/test_training_unit.py). Speed,
+measured with batches grouped by length: on an H200 (Llama-3.2-3B shape, LoRA, bf16,
+batch 8, 150-512 tokens) packed sdpa 36 samples/s vs padded 37 (flex attention 30-34);
+on 2 CPU cores (tiny-llama) packing costs 1.5x at batch 8 and 5x at batch 16, because
+sdpa computes the whole block-diagonal (sum of lengths)^2 attention. Packing pays off
+only with a varlen kernel (flash attention); `packed=False` gives padded batches.
 """
 
 from __future__ import annotations

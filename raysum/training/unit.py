@@ -128,14 +128,12 @@ def read_finished_unit(unit_dir: str | Path) -> dict | None:
 
 # ---------------------------------------------------------------- setup
 def setup(unit: UnitConfig, report: Report | None = None) -> UnitRun:
+    """Validate, read the data, load the model and tokenizer, encode, build the trainer."""
     import torch
-    from transformers import Trainer, set_seed
-    from transformers.trainer_callback import PrinterCallback
+    from transformers import set_seed
 
-    from raysum.models import count_parameters, encode_examples, load_model_and_tokenizer, resolve_precision
-    from raysum.training.arguments import build_training_arguments
-    from raysum.training.callbacks import EpochReport, MetricsLog
-    from raysum.training.collators import make_collator, prepare_model_for_training
+    from raysum.models import count_parameters, load_model_and_tokenizer, resolve_precision
+    from raysum.training.collators import prepare_model_for_training
     from raysum.training.validation import validate_unit_settings
 
     settings, cuda = unit.model, torch.cuda.is_available()
@@ -151,15 +149,34 @@ def setup(unit: UnitConfig, report: Report | None = None) -> UnitRun:
     model, tokenizer = load_model_and_tokenizer(settings, train_texts=texts, cache_dir=unit.tokenizer_cache,
                                                 device="cuda" if cuda else "cpu", seed=unit.seed)
     prepare_model_for_training(model)
-    trainable, total = count_parameters(model)
+    train_set, eval_set = encode_sets(tokenizer, settings, train_frame, eval_frame)
+    precision = resolve_precision(settings, cuda=cuda)
+    trainer = build_trainer(unit, model, tokenizer, train_set, eval_set, precision, cuda, report)
+    return UnitRun(unit, model, tokenizer, trainer, precision, cuda, len(train_set), len(eval_set or []),
+                   *count_parameters(model))
+
+
+def encode_sets(tokenizer, settings, train_frame, eval_frame) -> tuple[list[dict], list[dict] | None]:
+    from raysum.models import encode_examples
 
     train_set = encode_examples(tokenizer, settings, train_frame["dialogue"].tolist(), train_frame["summary"].tolist())
-    eval_set = None
-    if eval_frame is not None and len(eval_frame):
-        eval_set = encode_examples(tokenizer, settings, eval_frame["dialogue"].tolist(), eval_frame["summary"].tolist())
-        eval_set.sort(key=lambda example: len(example["input_ids"]))  # sequential eval batches of similar length
+    if eval_frame is None or not len(eval_frame):
+        return train_set, None
+    eval_set = encode_examples(tokenizer, settings, eval_frame["dialogue"].tolist(), eval_frame["summary"].tolist())
+    eval_set.sort(key=lambda example: len(example["input_ids"]))  # sequential eval batches of similar length
+    return train_set, eval_set
 
-    precision = resolve_precision(settings, cuda=cuda)
+
+def build_trainer(unit: UnitConfig, model, tokenizer, train_set, eval_set, precision: str, cuda: bool,
+                  report: Report | None):
+    from transformers import Trainer
+    from transformers.trainer_callback import PrinterCallback
+
+    from raysum.training.arguments import build_training_arguments
+    from raysum.training.callbacks import EpochReport, MetricsLog
+    from raysum.training.collators import make_collator
+
+    settings = unit.model
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     args = build_training_arguments(settings, unit.resume_dir, num_examples=len(train_set), has_eval=eval_set is not None,
                                     precision=precision, cuda=cuda, seed=unit.seed, world_size=world_size)
@@ -170,8 +187,7 @@ def setup(unit: UnitConfig, report: Report | None = None) -> UnitRun:
                       data_collator=make_collator(settings, tokenizer, model, pad_to_multiple_of=8 if cuda else None),
                       processing_class=tokenizer, callbacks=callbacks)
     trainer.remove_callback(PrinterCallback)  # metrics.jsonl has every logged value
-    return UnitRun(unit, model, tokenizer, trainer, precision, cuda, len(train_set), len(eval_set or []),
-                   trainable, total)
+    return trainer
 
 
 def read_table(path: str, columns: tuple[str, ...]):
@@ -196,12 +212,12 @@ def train(run: UnitRun) -> dict:
     checkpoint = None
     if unit.resume and unit.resume_dir.is_dir():
         checkpoint = get_last_checkpoint(str(unit.resume_dir))
-    if checkpoint is None:
-        if run.trainer.is_world_process_zero():
+    if run.trainer.is_world_process_zero():
+        if checkpoint is None:
             shutil.rmtree(unit.resume_dir, ignore_errors=True)
             unit.metrics_path.unlink(missing_ok=True)
-    else:
-        _drop_metrics_after(unit.metrics_path, _checkpoint_step(checkpoint))
+        else:
+            _drop_metrics_after(unit.metrics_path, _checkpoint_step(checkpoint))
     started = time.perf_counter()
     result = run.trainer.train(resume_from_checkpoint=checkpoint)
     return {"train_s": round(time.perf_counter() - started, 3), "steps": result.global_step,
