@@ -57,7 +57,8 @@ def data_dir(tmp_path_factory) -> Path:
 
 def unit_config(data_dir: Path, unit_dir: Path, preset: str, **overrides) -> dict:
     settings = dataclasses.replace(load_preset(preset), **{
-        "epochs": 3, "batch_size": 8, "max_length": 10, "num_beams": 2, "warmup_ratio": 0.1, **overrides})
+        "epochs": 3, "batch_size": 8, "learning_rate": 3e-3, "max_length": 10, "num_beams": 2, "warmup_ratio": 0.1,
+        **overrides})
     return {
         "unit_dir": str(unit_dir), "model": dataclasses.asdict(settings), "fold": 0, "seed": 7,
         "train_path": str(data_dir / "train.parquet"), "eval_path": str(data_dir / "eval.parquet"),

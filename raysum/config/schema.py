@@ -69,6 +69,9 @@ class ModelSettings:
     lora: Optional[LoraSettings] = doc("LoRA adapters (causal models); null = full fine-tune", None)
     quantization: Optional[str] = doc("QLoRA base-model quantization: null or nf4 (GPU, bitsandbytes)", None)
     gradient_checkpointing: bool = doc("trade compute for activation memory", False)
+    packing: str = doc(
+        "causal batches: packed (padding-free, position ids), padded, or auto = packed on GPU, padded on CPU "
+        "(CPU attention computes the whole packed block, 1.5-5x slower)", "auto")
     precision: str = doc("auto (bf16 on GPU when supported, fp32 on CPU), bf16, fp16 or fp32", "auto")
     deepspeed: Optional[str] = doc("DeepSpeed preset for multi-GPU units: null, zero2 or zero3", None)
     resources: ResourceSettings = doc("Ray resources of one unit", default_factory=ResourceSettings)

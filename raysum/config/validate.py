@@ -118,6 +118,7 @@ def model_problems(m: ModelSettings) -> list[str]:
         (lambda: m.max_target_length >= 2, f"max_target_length must be >= 2, got {m.max_target_length}"),
         (lambda: m.generation_batch_size >= 1, f"generation_batch_size must be >= 1, got {m.generation_batch_size}"),
         (lambda: m.precision in ("auto", "bf16", "fp16", "fp32"), f"precision {m.precision!r}: choose auto, bf16, fp16 or fp32"),
+        (lambda: m.packing in ("auto", "packed", "padded"), f"packing {m.packing!r}: choose auto, packed or padded"),
         (lambda: m.quantization in (None, "nf4"), f"quantization {m.quantization!r}: choose null or nf4"),
         (lambda: m.deepspeed in (None, "zero2", "zero3"), f"deepspeed {m.deepspeed!r}: choose null, zero2 or zero3"),
         (lambda: m.resources.num_workers >= 1, f"resources.num_workers must be >= 1, got {m.resources.num_workers}"),

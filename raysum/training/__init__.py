@@ -4,11 +4,12 @@ entry point wraps it."""
 
 from raysum.training.arguments import build_training_arguments, deepspeed_config_path, training_arguments_kwargs
 from raysum.training.collators import make_collator, prepare_model_for_training
-from raysum.training.unit import PREDICTION_COLUMNS, UnitConfig, read_finished_unit, run_unit
+from raysum.training.unit import PREDICTION_COLUMNS, UnitConfig, predict_unit, read_finished_unit, run_unit, use_packing
 from raysum.training.validation import validate_unit_settings
 
 __all__ = [
     "PREDICTION_COLUMNS", "UnitConfig", "build_training_arguments", "deepspeed_config_path", "make_collator",
-    "prepare_model_for_training", "read_finished_unit", "run_unit", "training_arguments_kwargs",
+    "predict_unit", "prepare_model_for_training", "read_finished_unit", "run_unit", "training_arguments_kwargs",
+    "use_packing",
     "validate_unit_settings",
 ]

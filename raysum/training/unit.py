@@ -47,10 +47,14 @@ class UnitConfig:
     predict: dict = field(default_factory=dict)
     tokenizer_cache: Optional[str] = None
     resume: bool = False
+    baseline_splits: list = field(default_factory=list)
+    node_id: Optional[str] = None
+    max_failures: int = 0
 
     @classmethod
     def from_dict(cls, config: dict) -> "UnitConfig":
-        known = {"unit_dir", "model", "train_path", "seed", "fold", "eval_path", "predict", "tokenizer_cache", "resume"}
+        known = {"unit_dir", "model", "train_path", "seed", "fold", "eval_path", "predict", "tokenizer_cache", "resume",
+                 "baseline_splits", "node_id", "max_failures"}
         problems = [f"unknown unit setting {k!r}" for k in config if k not in known]
         problems += [f"unit setting {k!r} is required" for k in ("unit_dir", "model", "train_path") if k not in config]
         if problems:
@@ -82,6 +86,10 @@ class UnitConfig:
     def summary_path(self) -> Path:
         return self.unit_dir / "unit.json"
 
+    @property
+    def baseline_path(self) -> Path:
+        return self.unit_dir / "baseline.parquet"
+
 
 @dataclass
 class UnitRun:
@@ -107,6 +115,7 @@ def run_unit(config: dict, report: Report | None = None) -> dict:
     if finished is not None:
         return finished
     run = setup(unit, report)
+    generate_baseline(run)
     train_stats = train(run)
     save_checkpoint(run)
     predictions, generate_s = generate(run)
@@ -184,10 +193,16 @@ def build_trainer(unit: UnitConfig, model, tokenizer, train_set, eval_set, preci
     if report is not None:
         callbacks.append(EpochReport(report, has_eval=eval_set is not None))
     trainer = Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
-                      data_collator=make_collator(settings, tokenizer, model, pad_to_multiple_of=8 if cuda else None),
+                      data_collator=make_collator(settings, tokenizer, model, pad_to_multiple_of=8 if cuda else None,
+                                                  packed=use_packing(settings, cuda)),
                       processing_class=tokenizer, callbacks=callbacks)
     trainer.remove_callback(PrinterCallback)  # metrics.jsonl has every logged value
     return trainer
+
+
+def use_packing(settings, cuda: bool) -> bool:
+    """Packed causal batches on GPU (or when asked); padded on CPU, where packing is slower."""
+    return settings.packing == "packed" or (settings.packing == "auto" and cuda)
 
 
 def read_table(path: str, columns: tuple[str, ...]):
@@ -201,6 +216,25 @@ def read_table(path: str, columns: tuple[str, ...]):
     for column in columns:
         frame[column] = frame[column].fillna("").astype(str)
     return frame
+
+
+# ---------------------------------------------------------------- baseline
+def generate_baseline(run: UnitRun) -> None:
+    """Summaries of the model before training (`baseline_splits`, e.g. dev) into
+    baseline.parquet: the "untrained" score each trained unit is compared with."""
+    unit = run.unit
+    if not unit.baseline_splits or unit.baseline_path.is_file() or not run.trainer.is_world_process_zero():
+        return
+    model = run.trainer.model
+    use_cache = model.config.use_cache
+    model.config.use_cache = True
+    try:
+        frame, _ = _predict_splits(model, run.tokenizer, unit, {s: unit.predict[s] for s in unit.baseline_splits
+                                                                 if s in unit.predict})
+    finally:
+        model.config.use_cache = use_cache
+        model.train()
+    frame.to_parquet(unit.baseline_path, index=False)
 
 
 # ---------------------------------------------------------------- train
@@ -261,27 +295,53 @@ def generate(run: UnitRun):
     """Summaries for every prediction split (main process only), as a DataFrame."""
     import pandas as pd
 
-    from raysum.generation import generate_summaries
-
     if not run.trainer.is_world_process_zero():
         return pd.DataFrame(columns=list(PREDICTION_COLUMNS)), 0.0
-    model = _model_for_generation(run)
-    settings, frames = run.unit.model, []
+    return _predict_splits(_model_for_generation(run), run.tokenizer, run.unit, run.unit.predict)
+
+
+def _predict_splits(model, tokenizer, unit: UnitConfig, splits: dict[str, str]):
+    """Generate for each split's parquet (fname, dialogue); one table in PREDICTION_COLUMNS."""
+    import pandas as pd
+
+    from raysum.generation import generate_summaries
+
+    settings, frames = unit.model, []
     started = time.perf_counter()
-    for split, path in run.unit.predict.items():
+    for split, path in splits.items():
         table = read_table(path, ("fname", "dialogue"))
-        outputs = generate_summaries(model, run.tokenizer, settings, table["dialogue"].tolist())
+        outputs = generate_summaries(model, tokenizer, settings, table["dialogue"].tolist())
         frame = pd.DataFrame(outputs, columns=["text", "n_tokens", "logprob"])
         frame.insert(0, "split", split)
         frame.insert(1, "fname", table["fname"].tolist())
         frame.insert(2, "model", settings.name)
-        frame.insert(3, "fold", run.unit.fold)
+        frame.insert(3, "fold", unit.fold)
         frame.insert(4, "tta", "none")
         frames.append(frame)
     generate_s = round(time.perf_counter() - started, 3)
     predictions = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(PREDICTION_COLUMNS))
     predictions["fold"] = predictions["fold"].astype("Int64")
     return predictions, generate_s
+
+
+def predict_unit(config: dict) -> str:
+    """A finished unit generates for a new file (no training): config has unit_dir, model,
+    fold, input_path (parquet: fname, dialogue), output_path and split. Returns output_path."""
+    import torch
+
+    from raysum.models import load_trained_model
+
+    settings = config["model"]
+    settings = settings if isinstance(settings, ModelSettings) else model_settings_from_dict(settings)
+    unit = UnitConfig(unit_dir=Path(config["unit_dir"]), model=settings, train_path="", fold=config.get("fold"))
+    if read_finished_unit(unit.unit_dir) is None:
+        raise DataError(f"unit {unit.unit_dir} is not finished: no checkpoint to predict with")
+    model, tokenizer = load_trained_model(settings, unit.checkpoint_dir,
+                                          device="cuda" if torch.cuda.is_available() else "cpu")
+    model.config.use_cache = True
+    frame, _ = _predict_splits(model, tokenizer, unit, {config.get("split", "test"): config["input_path"]})
+    frame.to_parquet(config["output_path"], index=False)
+    return config["output_path"]
 
 
 def _model_for_generation(run: UnitRun):
@@ -337,6 +397,7 @@ def finish(run: UnitRun, train_stats: dict, predictions, generate_s: float) -> d
         "total_params": run.total_params,
         "predictions": {split: int(n) for split, n in predictions.groupby("split", sort=False).size().items()},
         "checkpoint": "checkpoint",
+        "node_id": unit.node_id,
     }
     if run.trainer.is_world_process_zero():
         predictions.to_parquet(unit.predictions_path, index=False)
