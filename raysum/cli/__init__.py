@@ -13,8 +13,9 @@ from raysum.errors import RaysumError
 
 __all__ = ["main", "build_parser"]
 
-console = Console()
-err_console = Console(stderr=True)
+# Piped output (logs, CI) gets wide tables instead of rich's 80-column default.
+console = Console(width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -114,12 +114,13 @@ def run_unit(config: dict, report: Report | None = None) -> dict:
     finished = read_finished_unit(unit.unit_dir)
     if finished is not None:
         return finished
+    started_at = time.time()
     run = setup(unit, report)
     generate_baseline(run)
     train_stats = train(run)
     save_checkpoint(run)
     predictions, generate_s = generate(run)
-    summary = finish(run, train_stats, predictions, generate_s)
+    summary = finish(run, train_stats, predictions, generate_s, started_at)
     if report is not None:
         main = run.trainer.is_world_process_zero()
         report(_reportable(summary), str(unit.checkpoint_dir) if main else None)
@@ -369,7 +370,7 @@ def _model_for_generation(run: UnitRun):
 
 
 # ---------------------------------------------------------------- finish
-def finish(run: UnitRun, train_stats: dict, predictions, generate_s: float) -> dict:
+def finish(run: UnitRun, train_stats: dict, predictions, generate_s: float, started_at: float) -> dict:
     """predictions.parquet and unit.json (written last: a unit is done once it exists)."""
     import torch
 
@@ -398,6 +399,8 @@ def finish(run: UnitRun, train_stats: dict, predictions, generate_s: float) -> d
         "predictions": {split: int(n) for split, n in predictions.groupby("split", sort=False).size().items()},
         "checkpoint": "checkpoint",
         "node_id": unit.node_id,
+        "started_at": started_at,
+        "finished_at": time.time(),
     }
     if run.trainer.is_world_process_zero():
         predictions.to_parquet(unit.predictions_path, index=False)
