@@ -1,0 +1,214 @@
+"""The pipeline end to end through the real CLI and Ray: artifacts, concurrency, the
+in-process path, resume, predict, and the refusals that happen before any work."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from raysum.cli import main
+from raysum.data import bundled_data
+
+pytestmark = pytest.mark.slow
+MODELS = ["tiny-bart", "tiny-llama"]
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory) -> dict:
+    """Bundled data cut down: 24 dev and 24 test dialogues (train is sampled by the run)."""
+    root = tmp_path_factory.mktemp("data")
+    paths = {}
+    for split in ("dev", "test"):
+        path = root / f"{split}.csv"
+        pd.read_csv(bundled_data(split)).head(24).to_csv(path, index=False)
+        paths[split] = str(path)
+    return paths
+
+
+def _train_args(out: Path, data: dict, *extra: str) -> list[str]:
+    return ["train", "--mode", "full", "--models", *MODELS, "--k_folds", "2", "--fold_seed", "7",
+            "--max_train_samples", "120", "--epochs", "1", "--num_beams", "2", "--max_length", "24",
+            "--dev_data", data["dev"], "--test_data", data["test"], "--experiment_name", "e2e", "--seed", "3",
+            "--num_cpus", "4", "--output_dir", str(out), *extra]
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory, small_data) -> Path:
+    import ray
+
+    out = tmp_path_factory.mktemp("out")
+    try:
+        assert main(_train_args(out, small_data)) == 0
+    finally:
+        ray.shutdown()
+    (path,) = [p for p in out.iterdir() if not p.name.startswith(".")]  # .tokenizers: shared cache
+    return path
+
+
+def test_full_run_writes_every_artifact(experiment, small_data):
+    assert experiment.name.endswith("_e2e") and len(experiment.name.split("_")[0]) == 8
+    for name in ("config.yaml", "config.json", "folds.csv", "candidates.parquet", "scores.json", "submission.csv"):
+        assert (experiment / name).is_file(), name
+    folds = pd.read_csv(experiment / "folds.csv")
+    assert list(folds.columns) == ["fname", "fold"] and len(folds) == 120 and set(folds["fold"]) == {0, 1}
+    config = json.loads((experiment / "config.json").read_text())
+    assert config["models"]["tiny-bart"]["epochs"] == {"value": 1.0, "source": "cli"}
+    assert "# cli" in (experiment / "config.yaml").read_text()
+
+    units = [(m, f) for m in MODELS for f in (0, 1)]
+    for model, fold in units:
+        unit_dir = experiment / "units" / model / f"fold{fold}"
+        assert (unit_dir / "checkpoint" / "model.safetensors").is_file()
+        assert (unit_dir / "metrics.jsonl").is_file() and (unit_dir / "predictions.parquet").is_file()
+        assert json.loads((unit_dir / "unit.json").read_text())["status"] == "done"
+    pickled = [p for p in experiment.rglob("*") if p.name.startswith("pytorch_model") or p.suffix in (".pt", ".pth")
+               or (p.suffix == ".bin" and "checkpoint" in p.parts)]
+    assert pickled == []
+
+    cand = pd.read_parquet(experiment / "candidates.parquet")
+    assert list(cand.columns) == ["split", "fname", "model", "fold", "tta", "text", "n_tokens", "logprob"]
+    oof = cand[cand["split"] == "oof"]
+    for model in MODELS:  # every training dialogue once per model, by the unit that did not train on it
+        rows = oof[oof["model"] == model].merge(folds, on="fname", suffixes=("", "_assigned"))
+        assert sorted(rows["fname"]) == sorted(folds["fname"]) and (rows["fold"] == rows["fold_assigned"]).all()
+    test_fnames = pd.read_csv(small_data["test"])["fname"].tolist()
+    test_rows = cand[cand["split"] == "test"]
+    assert len(test_rows) == len(test_fnames) * len(units)
+    assert test_rows.groupby(["model", "fold"]).size().eq(len(test_fnames)).all()
+    assert (cand["tta"] == "none").all() and cand["n_tokens"].gt(0).all()
+
+    scores = json.loads((experiment / "scores.json").read_text())
+    assert set(scores["units"]) == {f"{m}/fold{f}" for m, f in units}
+    for unit in scores["units"].values():
+        for split in ("oof", "dev"):
+            assert set(unit[split]) == {"rouge1", "rouge2", "rougeL", "rouge_sum", "competition_score", "n"}
+    for model in MODELS:
+        assert scores["models"][model]["oof"]["n"] == 120
+        assert "dev_untrained" in scores["models"][model]
+    submission = pd.read_csv(experiment / "submission.csv")
+    assert list(submission.columns) == ["fname", "summary"] and submission["fname"].tolist() == test_fnames
+    best = scores["submission"]["unit"]
+    assert best == max(scores["units"], key=lambda u: scores["units"][u]["oof"]["competition_score"])
+    chosen = test_rows[(test_rows["model"] + "/fold" + test_rows["fold"].astype(str)) == best]
+    assert dict(zip(chosen["fname"], chosen["text"])) == dict(zip(submission["fname"], submission["summary"].fillna("")))
+
+
+def test_units_ran_concurrently(experiment):
+    spans = []
+    for info in experiment.glob("units/*/fold*/unit.json"):
+        meta = json.loads(info.read_text())
+        spans.append((meta["started_at"], meta["finished_at"]))
+    spans.sort()
+    overlaps = [a[1] > b[0] for a, b in zip(spans, spans[1:])]
+    assert any(overlaps), spans  # with num_cpus=4 at least two units were training at once
+
+
+def test_in_process_unit_gives_the_same_artifacts(experiment, tmp_path):
+    """The unit function without Ray, same config: identical predictions."""
+    import torch
+
+    from raysum.pipeline._experiment import load_resolved, plan_units, unit_config
+    from raysum.training import run_unit
+
+    cfg = load_resolved(experiment)
+    unit = plan_units(cfg)[0]
+    config = unit_config(experiment, cfg, unit, baseline=False)
+    config["unit_dir"] = str(tmp_path / "unit")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in a 1-CPU Ray worker
+    try:
+        run_unit(config)
+    finally:
+        torch.set_num_threads(threads)
+    ours = pd.read_parquet(tmp_path / "unit" / "predictions.parquet")
+    ray_side = pd.read_parquet(experiment / "units" / unit.model / unit.fold_label / "predictions.parquet")
+    assert ours[["split", "fname", "text", "n_tokens"]].equals(ray_side[["split", "fname", "text", "n_tokens"]])
+    assert sorted(p.name for p in (tmp_path / "unit").iterdir()) == sorted(
+        p.name for p in (experiment / "units" / unit.model / unit.fold_label).iterdir() if p.name != "baseline.parquet")
+
+
+def test_resume_reuses_finished_units(experiment, capsys):
+    import ray
+
+    redo = experiment / "units" / "tiny-llama" / "fold1"
+    keep = experiment / "units" / "tiny-bart" / "fold0"
+    kept_before = json.loads((keep / "unit.json").read_text())["finished_at"]
+    (redo / "unit.json").unlink()
+    (redo / "predictions.parquet").unlink()
+    (experiment / "submission.csv").unlink()
+    try:
+        assert main(["train", "--resume", str(experiment)]) == 0
+    finally:
+        ray.shutdown()
+    out = capsys.readouterr().out
+    assert "reusing 3 finished unit(s)" in out
+    assert json.loads((keep / "unit.json").read_text())["finished_at"] == kept_before
+    assert json.loads((redo / "unit.json").read_text())["status"] == "done"
+    assert (experiment / "submission.csv").is_file()
+
+
+def test_resume_refuses_new_settings(experiment, capsys):
+    assert main(["train", "--resume", str(experiment), "--epochs", "3"]) == 2
+    assert "drop --epochs" in capsys.readouterr().err
+
+
+def test_predict_writes_a_submission_for_a_new_file(experiment, small_data, tmp_path):
+    import ray
+
+    new = tmp_path / "new.csv"
+    pd.read_csv(small_data["test"]).head(5).drop(columns=["summary1", "summary2", "summary3"]).to_csv(new, index=False)
+    target = tmp_path / "sub.csv"
+    try:
+        assert main(["predict", "--experiment", str(experiment), "--test_data", str(new), "--output", str(target)]) == 0
+    finally:
+        ray.shutdown()
+    submission = pd.read_csv(target)
+    assert submission["fname"].tolist() == pd.read_csv(new)["fname"].tolist()
+    best = json.loads((experiment / "scores.json").read_text())["submission"]["unit"]
+    cand = pd.read_parquet(experiment / "candidates.parquet")
+    model, fold = best.split("/fold")
+    same = cand[(cand["split"] == "test") & (cand["model"] == model) & (cand["fold"] == int(fold))]
+    expected = dict(zip(same["fname"], same["text"]))
+    assert all(expected[f] == s for f, s in zip(submission["fname"], submission["summary"].fillna("")))
+
+
+def test_gpu_preset_on_a_cpu_cluster_is_refused(tmp_path, small_data, capsys):
+    import ray
+
+    out = tmp_path / "out"
+    try:
+        rc = main(_train_args(out, small_data, "--set", "models.tiny-bart.resources.use_gpu=true"))
+    finally:
+        ray.shutdown()
+    assert rc == 2
+    assert "the cluster has no GPU" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_real_presets_offline_without_weights_fail_before_training(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    out = tmp_path / "out"
+    rc = main(["train", "--mode", "full", "--models", "kobart", "llama-3.2-korean-3b", "qwen3-4b", "--epochs", "2",
+               "--k_folds", "2", "--output_dir", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2
+    for checkpoint in ("digit82/kobart-summarization", "beomi/Llama-3.2-Korean-3B-Instruct",
+                       "Qwen/Qwen3-4B-Instruct-2507"):
+        assert checkpoint in err
+    assert "HF_HOME" in err and not out.exists()
+
+
+def test_broken_data_is_refused_before_anything_is_written(tmp_path, capsys):
+    bad = tmp_path / "train.csv"
+    bad.write_text("fname,dialogue,summary\na,no tag here,요약\na,#Person1#: 네,\n", encoding="utf-8")
+    out = tmp_path / "out"
+    rc = main(["train", "--models", "tiny-bart", "--train_data", str(bad), "--output_dir", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 1 and "speaker tag" in err and "duplicate fname" in err and "empty summary" in err
+    assert not out.exists()
