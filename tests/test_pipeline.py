@@ -212,3 +212,40 @@ def test_broken_data_is_refused_before_anything_is_written(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 1 and "speaker tag" in err and "duplicate fname" in err and "empty summary" in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("mode, models, expected", [
+    ("single", ["tiny-bart"], ["tiny-bart/full"]),
+    ("kfold", ["tiny-bart"], ["tiny-bart/fold0", "tiny-bart/fold1", "tiny-bart/fold2"]),
+    ("multi_model", ["tiny-bart", "tiny-llama"], ["tiny-bart/full", "tiny-llama/full"]),
+    ("full", ["tiny-bart", "tiny-llama"], ["tiny-bart/fold0", "tiny-bart/fold1", "tiny-bart/fold2",
+                                          "tiny-llama/fold0", "tiny-llama/fold1", "tiny-llama/fold2"]),
+])
+def test_units_per_mode(mode, models, expected):
+    from raysum.config.resolve import resolve
+    from raysum.config.validate import validate
+    from raysum.pipeline import plan_units
+
+    cfg = validate(resolve({"mode": mode, "models": models, "k_folds": 3}))
+    assert [u.name for u in plan_units(cfg)] == expected
+
+
+def test_single_mode_trains_on_everything_and_picks_by_dev(tmp_path, small_data, capsys):
+    import ray
+
+    out = tmp_path / "out"
+    try:
+        rc = main(["train", "--mode", "single", "--models", "tiny-llama", "--max_train_samples", "60",
+                   "--epochs", "1", "--num_beams", "1", "--max_length", "16", "--dev_data", small_data["dev"],
+                   "--test_data", small_data["test"], "--output_dir", str(out)])
+    finally:
+        ray.shutdown()
+    assert rc == 0
+    (path,) = [p for p in out.iterdir() if not p.name.startswith(".")]
+    assert not (path / "folds.csv").exists()
+    scores = json.loads((path / "scores.json").read_text())
+    assert list(scores["units"]) == ["tiny-llama/full"] and "oof" not in scores["units"]["tiny-llama/full"]
+    assert "by dev competition_score" in scores["submission"]["reason"]
+    cand = pd.read_parquet(path / "candidates.parquet")
+    assert set(cand["split"]) == {"dev", "test"} and cand["fold"].isna().all()
+    assert json.loads((path / "units" / "tiny-llama" / "full" / "unit.json").read_text())["train_samples"] == 60
