@@ -249,3 +249,22 @@ def test_single_mode_trains_on_everything_and_picks_by_dev(tmp_path, small_data,
     cand = pd.read_parquet(path / "candidates.parquet")
     assert set(cand["split"]) == {"dev", "test"} and cand["fold"].isna().all()
     assert json.loads((path / "units" / "tiny-llama" / "full" / "unit.json").read_text())["train_samples"] == 60
+
+
+def test_resource_check_refuses_what_no_node_can_hold():
+    from raysum.config import load_preset
+    from raysum.errors import ConfigError
+    from raysum.pipeline._ray import check_resources
+
+    nodes = [{"CPU": 4.0}, {"CPU": 2.0, "GPU": 1.0}]
+    check_resources({"kobart": load_preset("kobart"), "tiny-bart": load_preset("tiny-bart")}, nodes)
+    big = load_preset("tiny-bart")
+    big.resources.cpus_per_worker = 8
+    with pytest.raises(ConfigError, match="no node offers 8 CPU"):
+        check_resources({"tiny-bart": big}, nodes)
+    wide = load_preset("kobart")
+    wide.resources.num_workers = 2
+    with pytest.raises(ConfigError, match="for each of 2 worker"):
+        check_resources({"kobart": wide}, nodes)
+    with pytest.raises(ConfigError, match="the cluster has no GPU"):
+        check_resources({"kobart": load_preset("kobart")}, [{"CPU": 16.0}])

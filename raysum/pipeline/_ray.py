@@ -55,23 +55,17 @@ def default_num_cpus() -> int:
     return max(2, os.cpu_count() or 2)
 
 
-def unit_resources(settings) -> dict[str, float]:
-    """Total resources one unit asks for (all its workers)."""
+def per_worker_resources(settings) -> dict[str, float]:
+    """Resources of one of a unit's workers (what its ScalingConfig asks for)."""
     res = settings.resources
-    total = {"CPU": res.cpus_per_worker * res.num_workers}
-    if res.use_gpu:
-        total["GPU"] = res.gpus_per_worker * res.num_workers
-    return total
+    return {"CPU": res.cpus_per_worker, **({"GPU": res.gpus_per_worker} if res.use_gpu else {})}
 
 
 def check_resources(models: dict, nodes: list[dict]) -> None:
     """Refuse, before launch, a unit whose workers fit on no node of the cluster."""
     problems = []
     for name, settings in models.items():
-        res = settings.resources
-        per_worker = {"CPU": res.cpus_per_worker}
-        if res.use_gpu:
-            per_worker["GPU"] = res.gpus_per_worker
+        res, per_worker = settings.resources, per_worker_resources(settings)
         fitting = [n for n in nodes if all(n.get(k, 0) >= v for k, v in per_worker.items())]
         slots = sum(int(min(n.get(k, 0) // v if v else 1e9 for k, v in per_worker.items())) for n in fitting)
         if not fitting or slots < res.num_workers:
@@ -135,10 +129,8 @@ def launch_unit(name: str, config: dict, settings, storage_path: Path) -> UnitRu
 
 def _scaling(settings) -> dict:
     res = settings.resources
-    per_worker = {"CPU": res.cpus_per_worker}
-    if res.use_gpu:
-        per_worker["GPU"] = res.gpus_per_worker
-    return {"num_workers": res.num_workers, "use_gpu": res.use_gpu, "resources_per_worker": per_worker}
+    return {"num_workers": res.num_workers, "use_gpu": res.use_gpu,
+            "resources_per_worker": per_worker_resources(settings)}
 
 
 def _fit_unit(name: str, config: dict, scaling: dict, storage_path: str) -> dict:
