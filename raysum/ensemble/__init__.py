@@ -1,0 +1,42 @@
+"""Ensembles: one summary per dialogue chosen from every unit's candidates.
+
+    from raysum.ensemble import prepare, select, evaluate
+    prepared = prepare(candidates, dialogues)             # tokens + pairwise ROUGE, once
+    picks = select(prepared, "voting")                    # split, fname, text, model, fold, tta
+    picks = select(prepared, "weighted_avg", weights={"kobart": 2, "qwen3-4b": 1})
+    result = evaluate(prepared, "stacking", references_by_split={"oof": ..., "dev": ...})
+
+Strategies (one module each, the same ``select(prepared, ...)``): ``voting``
+(minimum-Bayes-risk: highest mean ROUGE to the other candidates), ``weighted_avg``
+(the same with per-model weights), ``stacking`` (a meta-model trained on out-of-fold
+candidates). The seed report's names are aliases: majority_vote -> voting, averaging
+and rouge_weighted -> weighted_avg, blending -> stacking. Candidates are compared at
+text level with Korean ROUGE, since the models do not share a tokenizer.
+"""
+
+from raysum.ensemble import stacking, voting, weighted_avg
+from raysum.ensemble._evaluate import best_single_unit, evaluate, score_rows, select, unit_name
+from raysum.ensemble._features import FEATURE_DOCS, candidate_features
+from raysum.ensemble._prepare import Prepared, prepare
+from raysum.ensemble._registry import ALIASES, STRATEGIES, Choice, canonical, register_strategy
+
+register_strategy("voting", voting)
+register_strategy("weighted_avg", weighted_avg)
+register_strategy("stacking", stacking)
+
+__all__ = [
+    "ALIASES",
+    "FEATURE_DOCS",
+    "STRATEGIES",
+    "Choice",
+    "Prepared",
+    "best_single_unit",
+    "candidate_features",
+    "canonical",
+    "evaluate",
+    "prepare",
+    "register_strategy",
+    "score_rows",
+    "select",
+    "unit_name",
+]
