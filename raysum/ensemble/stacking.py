@@ -95,6 +95,8 @@ def select(
     """Cross-fitted picks for OOF pools, the all-OOF meta-model's picks for every other split.
 
     ``references``: OOF fname -> references (default: those given to ``prepare``).
+    ``seed``: the meta-model's random_state (without early stopping or subsampling the
+    boosting is deterministic anyway) and the rows permutation importance shuffles.
     """
     oof = prepared.split_mask(OOF)
     target = _training_target(prepared, references) if oof.any() else np.array([])

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from numbers import Real
 
 import numpy as np
 
@@ -34,11 +35,11 @@ def candidate_weights(prepared: Prepared, weights: Mapping[str, float]) -> np.nd
     table = prepared.candidates
     variants = set(zip(table["model"], table["tta"]))
     models = {model for model, _ in variants}
-    problems = []
     if not isinstance(weights, Mapping):
         raise ValueError(f"weights must be a dict of model (or 'model|tta') -> weight, not {type(weights).__name__}")
+    problems = []
     for key, value in weights.items():
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
+        if not isinstance(value, Real) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
             problems.append(f"weight of {key!r} is {value!r}; it must be a finite number >= 0")
         model, _, tta = str(key).partition(SEPARATOR)
         if model not in models:
