@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import Callable, Collection
 
 from raysum.data import TAG_PATTERN, TURN_PATTERN
 from raysum.tta._labels import TAG_HAS_FINAL
@@ -34,10 +34,10 @@ KINDS: tuple[str, ...] = ("formal", "polite", "yes", "filler", "synonym")
 _FINAL_RIEUL, _FINAL_SSANG_SIOS = 8, 20
 _BRIGHT_VOWELS = {0, 2, 8, 9}  # ㅏ ㅑ ㅗ ㅘ take -아요; the rest -어요
 # Stems (last syllable) that conjugate regularly before -습니다/-어요.
-_REGULAR_STEMS = frozenset("없 좋 많 찮 않 같 받 먹 찾 맞 늦 싫 앉 읽 작 넓 높 낮 닫 잡 씻 찍 싶".split())
+_REGULAR_STEMS = frozenset("없좋많찮않같받먹찾맞늦싫앉읽작넓높낮닫잡씻찍싶")
 # ㄹ-final syllables that are the stem itself (놀다, 만들다, 알다 ...) or an irregular stem
 # (들을 = 듣다, 도울 = 돕다): "-ㄹ게요" after them cannot be undone by dropping the ㄹ.
-_RIEUL_STEMS = frozenset("놀 알 열 살 팔 걸 들 불 밀 빌 울 졸 벌 달 날 돌 물 널 털 실 길 굴 끌 얼".split())
+_RIEUL_STEMS = frozenset("놀알열살팔걸들불밀빌울졸벌달날돌물널털실길굴끌얼")
 _DIGIT_HAS_FINAL = dict(zip("0123456789", [True, True, False, True, False, False, True, True, True, False]))
 
 _END = r"(?=\s*(?:[.?!~…,]|$))"  # a sentence end: punctuation, or the end of the utterance
