@@ -90,12 +90,14 @@ def test_full_run_writes_every_artifact(experiment, small_data):
     for model in MODELS:
         assert scores["models"][model]["oof"]["n"] == 120
         assert "dev_untrained" in scores["models"][model]
-    submission = pd.read_csv(experiment / "submission.csv")
+    submission = pd.read_csv(experiment / "submission.csv", keep_default_na=False)
     assert list(submission.columns) == ["fname", "summary"] and submission["fname"].tolist() == test_fnames
-    best = scores["submission"]["unit"]
-    assert best == max(scores["units"], key=lambda u: scores["units"][u]["oof"]["competition_score"])
-    chosen = test_rows[(test_rows["model"] + "/fold" + test_rows["fold"].astype(str)) == best]
-    assert dict(zip(chosen["fname"], chosen["text"])) == dict(zip(submission["fname"], submission["summary"].fillna("")))
+    assert scores["submission"]["strategy"] == scores["ensemble_strategy"] == "voting"
+    assert set(scores["ensembles"]) == {"voting", "weighted_avg", "stacking"}
+    for result in scores["ensembles"].values():
+        assert {"oof", "dev", "best_single"} <= set(result) and result["best_single"]["unit"] in scores["units"]
+    pools = test_rows.groupby("fname")["text"].apply(set)
+    assert all(summary in pools[fname] for fname, summary in zip(submission["fname"], submission["summary"]))
 
 
 def test_units_ran_concurrently(experiment):
@@ -167,14 +169,26 @@ def test_predict_writes_a_submission_for_a_new_file(experiment, small_data, tmp_
         assert main(["predict", "--experiment", str(experiment), "--test_data", str(new), "--output", str(target)]) == 0
     finally:
         ray.shutdown()
-    submission = pd.read_csv(target)
+    submission = pd.read_csv(target, keep_default_na=False)
     assert submission["fname"].tolist() == pd.read_csv(new)["fname"].tolist()
-    best = json.loads((experiment / "scores.json").read_text())["submission"]["unit"]
-    cand = pd.read_parquet(experiment / "candidates.parquet")
-    model, fold = best.split("/fold")
-    same = cand[(cand["split"] == "test") & (cand["model"] == model) & (cand["fold"] == int(fold))]
-    expected = dict(zip(same["fname"], same["text"]))
-    assert all(expected[f] == s for f, s in zip(submission["fname"], submission["summary"].fillna("")))
+    # same units, same candidates, same ensemble: the experiment's own choice for these dialogues
+    full = pd.read_csv(experiment / "submission.csv", keep_default_na=False).set_index("fname")["summary"]
+    assert all(full[f] == s for f, s in zip(submission["fname"], submission["summary"]))
+
+
+def test_ensemble_command_prints_strategy_and_best_single(experiment, capsys):
+    assert main(["ensemble", "--experiment", str(experiment), "--strategy", "rouge_weighted",
+                 "--ensemble_weights", "3", "1", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["strategy"] == "weighted_avg" and result["weights"] == {"tiny-bart": 3.0, "tiny-llama": 1.0}
+    for key in ("oof", "dev"):
+        assert {"rouge1", "rouge2", "rougeL", "rouge_sum", "competition_score"} <= set(result[key])
+    assert result["best_single"]["unit"] and "dev" in result["best_single"]
+    scores = json.loads((experiment / "scores.json").read_text())
+    assert scores["ensembles"]["weighted_avg"]["dev"] == result["dev"]
+    assert scores["ensemble_strategy"] == "voting"  # the submission's strategy is unchanged
+    assert main(["ensemble", "--experiment", str(experiment), "--strategy", "voting", "--ensemble_weights", "1"]) == 2
+    assert "--ensemble_weights has 1 values for 2 models" in capsys.readouterr().err
 
 
 def test_gpu_preset_on_a_cpu_cluster_is_refused(tmp_path, small_data, capsys):
@@ -245,7 +259,7 @@ def test_single_mode_trains_on_everything_and_picks_by_dev(tmp_path, small_data,
     assert not (path / "folds.csv").exists()
     scores = json.loads((path / "scores.json").read_text())
     assert list(scores["units"]) == ["tiny-llama/full"] and "oof" not in scores["units"]["tiny-llama/full"]
-    assert "by dev competition_score" in scores["submission"]["reason"]
+    assert scores["submission"]["strategy"] == "voting" and "stacking" not in scores["ensembles"]
     cand = pd.read_parquet(path / "candidates.parquet")
     assert set(cand["split"]) == {"dev", "test"} and cand["fold"].isna().all()
     assert json.loads((path / "units" / "tiny-llama" / "full" / "unit.json").read_text())["train_samples"] == 60

@@ -49,6 +49,16 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--json", action="store_true")
     score.set_defaults(func=_cmd_score)
 
+    ensemble = sub.add_parser("ensemble", help="evaluate an ensemble strategy on a finished experiment's candidates")
+    ensemble.add_argument("--experiment", required=True, metavar="DIR")
+    ensemble.add_argument("--strategy", required=True,
+                          help="voting | weighted_avg | stacking (aliases: majority_vote, averaging, rouge_weighted, "
+                               "blending)")
+    ensemble.add_argument("--ensemble_weights", nargs="+", type=float, default=None, metavar="W",
+                          help="one weight per model (weighted_avg)")
+    ensemble.add_argument("--json", action="store_true")
+    ensemble.set_defaults(func=_cmd_ensemble)
+
     predict = sub.add_parser("predict", help="generate a submission for a new file with a trained experiment")
     predict.add_argument("--experiment", required=True, metavar="DIR")
     predict.add_argument("--test_data", required=True, metavar="FILE")
@@ -117,6 +127,27 @@ def _cmd_score(ns: argparse.Namespace) -> int:
         table.add_row(str(result["n"]), *(f"{result[k]:.4f}" for k in ("rouge1", "rouge2", "rougeL", "rouge_sum")),
                       f"{result['competition_score']:.2f}")
         console.print(table)
+    return 0
+
+
+def _cmd_ensemble(ns: argparse.Namespace) -> int:
+    from raysum.pipeline import ensemble_experiment
+
+    result = ensemble_experiment(ns.experiment, ns.strategy, ns.ensemble_weights)
+    if ns.json:
+        print(json.dumps(result, ensure_ascii=False))
+        return 0
+    from rich.table import Table
+
+    table = Table(title=f"ensemble {result['strategy']} vs the best single unit ({result['best_single']['unit']})")
+    for col in ("", "R1", "R2", "RL", "rouge_sum", "competition_score"):
+        table.add_column(col, justify="right" if col else "left")
+    for label, s in (("ensemble OOF", result["oof"]), ("ensemble dev", result["dev"]),
+                     ("best single dev", result["best_single"]["dev"])):
+        if s:
+            table.add_row(label, f"{s['rouge1']:.4f}", f"{s['rouge2']:.4f}", f"{s['rougeL']:.4f}",
+                          f"{s['rouge_sum']:.4f}", f"{s['competition_score']:.2f}")
+    console.print(table)
     return 0
 
 

@@ -100,6 +100,9 @@ class ExperimentConfig:
     use_augmentation: bool = doc("add augmented training examples (training part of each fold only)", False)
     augmentation_methods: list[str] = doc("augmentation methods", default_factory=lambda: ["back_translation"])
     augmentation_ratio: float = doc("augmented examples per training example", 0.1)
+    augmentation_translators: list[str] = doc(
+        "back_translation: ko->en and en->ko MarianMT checkpoints (hub names or local directories)",
+        default_factory=lambda: ["Helsinki-NLP/opus-mt-ko-en", "Helsinki-NLP/opus-mt-tc-big-en-ko"])
     k_folds: int = doc("number of folds (kfold / full modes)", 5)
     fold_seed: int = doc("seed of the fold assignment", 42)
     ensemble_strategy: str = doc("how candidates are combined into the submission", "voting")

@@ -67,6 +67,9 @@ def _check_globals(cfg: ResolvedConfig, problems: list[str], warnings: list[str]
     if strategy not in ENSEMBLE_STRATEGIES:
         problems.append(f"ensemble_strategy {exp.ensemble_strategy!r} is unknown; choose one of "
                         f"{', '.join(ENSEMBLE_STRATEGIES)} (aliases: {', '.join(ENSEMBLE_ALIASES)})")
+    if strategy == "stacking" and exp.mode not in FOLD_MODES and exp.mode != "optuna":
+        problems.append(f"ensemble_strategy stacking learns from out-of-fold candidates: use mode kfold or full, "
+                        f"not {exp.mode}")
     if exp.ensemble_weights is not None:
         if len(exp.ensemble_weights) != len(cfg.models):
             problems.append(f"ensemble_weights has {len(exp.ensemble_weights)} values for {len(cfg.models)} models "

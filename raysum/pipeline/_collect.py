@@ -14,6 +14,7 @@ from rich.console import Console
 from raysum.config.resolve import ResolvedConfig
 from raysum.errors import DataError, RaysumError
 from raysum.pipeline._experiment import Unit
+from raysum.pipeline._variants import LABEL_MAPS, map_back_labels
 
 CANDIDATE_COLUMNS = ["split", "fname", "model", "fold", "tta", "text", "n_tokens", "logprob"]
 KEYS = ("rouge1", "rouge2", "rougeL", "rouge_sum", "competition_score", "n")
@@ -29,6 +30,9 @@ def collect_candidates(path: Path, units: list[Unit]) -> pd.DataFrame:
         frames.append(pd.read_parquet(file))
     candidates = pd.concat(frames, ignore_index=True)[CANDIDATE_COLUMNS]
     candidates["fold"] = candidates["fold"].astype("Int64")
+    maps_file = path / "inputs" / LABEL_MAPS
+    if maps_file.is_file():
+        candidates = map_back_labels(candidates, pd.read_parquet(maps_file))
     candidates.to_parquet(path / "candidates.parquet", index=False)
     return candidates
 
@@ -57,6 +61,8 @@ def score_experiment(path: Path, cfg: ResolvedConfig, units: list[Unit], candida
     refs = _references(path)
     plain = candidates[candidates["tta"] == "none"]
     scores: dict = {"tokenizer": "kiwi", "units": {}, "models": {}}
+    aug_file = path / "inputs" / "augmentation.json"
+    augmentation = json.loads(aug_file.read_text(encoding="utf-8")) if aug_file.is_file() else {}
     for unit in units:
         rows = plain[(plain["model"] == unit.model) & _fold_mask(plain, unit.fold)]
         entry: dict = {"model": unit.model, "fold": unit.fold}
@@ -69,6 +75,8 @@ def score_experiment(path: Path, cfg: ResolvedConfig, units: list[Unit], candida
             meta = json.loads(info.read_text(encoding="utf-8"))
             entry["timing"] = {k: meta.get(k) for k in ("train_s", "generate_s", "train_samples", "steps")}
             entry["node_id"] = meta.get("node_id")
+        if unit.fold_label in augmentation:
+            entry["augmentation"] = augmentation[unit.fold_label]
         scores["units"][unit.name] = entry
     for model in cfg.models:
         rows = plain[(plain["model"] == model) & (plain["split"] == "oof")]
@@ -93,36 +101,68 @@ def _baseline(path: Path, model: str, units: list[Unit], dev_refs: dict) -> dict
     return None
 
 
-def choose_unit(scores: dict) -> tuple[str, str]:
-    """The unit whose test summaries become the submission, and why."""
-    units = scores["units"]
-    split = "oof" if any("oof" in u for u in units.values()) else "dev"
-    ranked = sorted((u[split]["competition_score"], name) for name, u in units.items() if split in u)
-    if not ranked:
-        raise RaysumError("no unit has a score to choose the submission by")
-    best_score, best = ranked[-1]
-    split_text = "out-of-fold" if split == "oof" else "dev"
-    return best, (f"best single unit {best} by {split_text} competition_score {best_score:.2f} "
-                  "(ensembles are not available yet)")
+def _dialogues(path: Path) -> dict[str, str]:
+    out = {}
+    for file in ("train", "dev", "test"):
+        df = pd.read_parquet(path / "inputs" / f"{file}.parquet", columns=["fname", "dialogue"])
+        out.update(zip(df["fname"], df["dialogue"]))
+    return out
 
 
-def write_submission(path: Path, candidates: pd.DataFrame, scores: dict) -> str:
-    best, why = choose_unit(scores)
+def ensemble_weights(cfg: ResolvedConfig) -> dict[str, float] | None:
+    weights = cfg.experiment.ensemble_weights
+    return dict(zip(cfg.models, weights)) if weights else None
+
+
+def run_ensembles(path: Path, cfg: ResolvedConfig, candidates: pd.DataFrame, scores: dict,
+                  strategies: list[str] | None = None) -> pd.DataFrame:
+    """Every ensemble strategy evaluated on OOF and dev next to the best single unit (into
+    scores.json); returns the selections of the configured strategy."""
+    from raysum.config.validate import ENSEMBLE_STRATEGIES, canonical_strategy
+    from raysum.ensemble import evaluate, prepare
+
+    refs = _references(path)
+    references = {"oof": refs["oof"], "dev": refs["dev"]}
+    has_oof = (candidates["split"] == "oof").any()
+    chosen = canonical_strategy(cfg.experiment.ensemble_strategy)
+    strategies = strategies or [s for s in ENSEMBLE_STRATEGIES if has_oof or s != "stacking"]
+    prepared = prepare(candidates, _dialogues(path))
+    ensembles, selections = scores.setdefault("ensembles", {}), None
+    for strategy in strategies:
+        weights = ensemble_weights(cfg) if strategy == "weighted_avg" else None
+        result = evaluate(prepared, strategy, weights=weights, references_by_split=references, seed=cfg.experiment.seed)
+        ensembles[strategy] = {k: v for k, v in result.items() if k not in ("selections", "strategy")}
+        if weights:
+            ensembles[strategy]["weights"] = weights
+        if strategy == chosen:
+            selections = result["selections"]
+    scores["ensemble_strategy"] = chosen
+    (path / "scores.json").write_text(json.dumps(scores, ensure_ascii=False, indent=1), encoding="utf-8")
+    return selections
+
+
+def write_submission(path: Path, cfg: ResolvedConfig, candidates: pd.DataFrame, scores: dict) -> str:
+    """submission.csv from the configured ensemble's test selections."""
+    selections = run_ensembles(path, cfg, candidates, scores)
     test = pd.read_parquet(path / "inputs" / "test.parquet")
-    submission = _submission_frame(candidates, best, scores["units"][best], test["fname"].tolist())
+    strategy = scores["ensemble_strategy"]
+    submission = _selection_frame(selections, test["fname"].tolist(), strategy)
     submission.to_csv(path / "submission.csv", index=False)
-    scores["submission"] = {"unit": best, "reason": why}
+    result = scores["ensembles"][strategy]
+    best = result["best_single"]
+    why = (f"ensemble {strategy}: dev competition_score {result['dev']['competition_score']:.2f} vs best single unit "
+           f"{best['unit']} (chosen by out-of-fold score) {best['dev']['competition_score']:.2f}")
+    scores["submission"] = {"strategy": strategy, "reason": why}
     (path / "scores.json").write_text(json.dumps(scores, ensure_ascii=False, indent=1), encoding="utf-8")
     return why
 
 
-def _submission_frame(candidates: pd.DataFrame, unit_name: str, unit: dict, fnames: list[str]) -> pd.DataFrame:
-    rows = candidates[(candidates["split"] == "test") & (candidates["model"] == unit["model"])
-                      & (candidates["tta"] == "none") & _fold_mask(candidates, unit["fold"])]
+def _selection_frame(selections: pd.DataFrame, fnames: list[str], strategy: str) -> pd.DataFrame:
+    rows = selections[selections["split"] == "test"]
     by_name = dict(zip(rows["fname"], rows["text"]))
     missing = [f for f in fnames if f not in by_name]
     if missing:
-        raise RaysumError(f"unit {unit_name} has no test summary for {len(missing)} fname(s): {missing[:5]}")
+        raise RaysumError(f"ensemble {strategy} selected no test summary for {len(missing)} fname(s): {missing[:5]}")
     return pd.DataFrame({"fname": fnames, "summary": [by_name[f] for f in fnames]})
 
 
@@ -131,8 +171,8 @@ def predict_new_file(path: Path, test_file: str, output: str | None, ray_address
     """Every trained unit generates for `test_file`; the submission uses the experiment's chosen unit."""
     from raysum.data import load_dataset
     from raysum.pipeline._experiment import load_resolved, plan_units, unit_done
-    from raysum.pipeline._ray import init_ray
-    from raysum.pipeline._ray import predict_units
+    from raysum.pipeline._ray import init_ray, predict_units
+    from raysum.pipeline._variants import write_tta_inputs
 
     cfg = load_resolved(path)
     scores_file = path / "scores.json"
@@ -148,12 +188,34 @@ def predict_new_file(path: Path, test_file: str, output: str | None, ray_address
     input_path = out_dir / "input.parquet"
     test[["fname", "dialogue"]].to_parquet(input_path, index=False)
     init_ray(ray_address or cfg.experiment.ray_address, cfg.experiment.num_cpus)
+    if cfg.experiment.use_tta:
+        write_tta_inputs(out_dir, cfg, {"test": test})
     candidates = predict_units(path, cfg, units, input_path, out_dir, console)
-    candidates.to_parquet(out_dir / "candidates.parquet", index=False)
-    best = scores["submission"]["unit"]
-    submission = _submission_frame(candidates, best, scores["units"][best], test["fname"].tolist())
+    candidates = pd.concat([_oof_candidates(path), candidates], ignore_index=True)
+    if cfg.experiment.use_tta:
+        candidates = map_back_labels(candidates, pd.read_parquet(out_dir / LABEL_MAPS))
+    candidates[candidates["split"] == "test"].to_parquet(out_dir / "candidates.parquet", index=False)
+    selections = _select_for_new_file(path, cfg, candidates, test, scores["ensemble_strategy"])
+    submission = _selection_frame(selections, test["fname"].tolist(), scores["ensemble_strategy"])
     target = Path(output) if output else out_dir / "submission.csv"
     target.parent.mkdir(parents=True, exist_ok=True)
     submission.to_csv(target, index=False)
-    console.print(f"[bold green]submission[/] {target}: {len(submission)} summaries from {best}")
+    console.print(f"[bold green]submission[/] {target}: {len(submission)} summaries, "
+                  f"ensemble {scores['ensemble_strategy']} of {len(units)} unit(s)")
     return target
+
+
+def _oof_candidates(path: Path) -> pd.DataFrame:
+    """The experiment's out-of-fold candidates: what stacking's meta-model learns from."""
+    candidates = pd.read_parquet(path / "candidates.parquet")
+    return candidates[candidates["split"] == "oof"]
+
+
+def _select_for_new_file(path: Path, cfg: ResolvedConfig, candidates: pd.DataFrame, test: pd.DataFrame,
+                         strategy: str) -> pd.DataFrame:
+    from raysum.ensemble import prepare, select
+
+    dialogues = {**_dialogues(path), **dict(zip(test["fname"], test["dialogue"]))}
+    prepared = prepare(candidates, dialogues)
+    weights = ensemble_weights(cfg) if strategy == "weighted_avg" else None
+    return select(prepared, strategy, weights=weights, references=_references(path)["oof"], seed=cfg.experiment.seed)

@@ -20,6 +20,12 @@ import pandas as pd
 from raysum.config.resolve import ResolvedConfig
 from raysum.config.validate import FOLD_MODES
 from raysum.errors import DataError, RaysumError
+from raysum.pipeline._variants import (
+    augment_training_part,
+    tta_predict_paths,
+    write_fold_tta_inputs,
+    write_tta_inputs,
+)
 
 
 @dataclass
@@ -105,17 +111,28 @@ def write_experiment_files(path: Path, cfg: ResolvedConfig, data: ExperimentData
     inputs.mkdir(exist_ok=True)
     for split in ("train", "dev", "test"):
         getattr(data, split).to_parquet(inputs / f"{split}.parquet", index=False)
+    cache = Path(cfg.experiment.output_dir).resolve() / ".augmentation"
+    augmentation = {}
     if data.folds is not None:
         data.folds.to_csv(path / "folds.csv", index=False)
         from raysum.data import fold_split
 
         for fold in sorted(data.folds["fold"].unique()):
             train_df, heldout = fold_split(data.train, data.folds, int(fold))
-            _unit_frame(train_df).to_parquet(inputs / f"fold{fold}_train.parquet", index=False)
+            train_part, augmentation[f"fold{fold}"] = augment_training_part(_unit_frame(train_df), cfg, cache)
+            train_part.to_parquet(inputs / f"fold{fold}_train.parquet", index=False)
             _unit_frame(heldout).to_parquet(inputs / f"fold{fold}_heldout.parquet", index=False)
-    _unit_frame(data.train).to_parquet(inputs / "full_train.parquet", index=False)
+    else:
+        full, augmentation["full"] = augment_training_part(_unit_frame(data.train), cfg, cache)
+        full.to_parquet(inputs / "full_train.parquet", index=False)
+    (inputs / "augmentation.json").write_text(json.dumps(augmentation, indent=1), encoding="utf-8")
     _unit_frame(data.dev).to_parquet(inputs / "dev_units.parquet", index=False)
     data.test[["fname", "dialogue"]].to_parquet(inputs / "test_units.parquet", index=False)
+    write_tta_inputs(inputs, cfg, {"train": data.train, "dev": data.dev, "test": data.test})
+    if data.folds is not None:
+        for fold in sorted(data.folds["fold"].unique()):
+            heldout = data.folds.loc[data.folds["fold"] == fold, "fname"].tolist()
+            write_fold_tta_inputs(inputs, cfg, int(fold), heldout)
 
 
 def _unit_frame(df: pd.DataFrame) -> pd.DataFrame:
@@ -136,6 +153,7 @@ def unit_config(path: Path, cfg: ResolvedConfig, unit: Unit, baseline: bool) -> 
         eval_path = inputs / f"fold{unit.fold}_heldout.parquet"
         predict = {"oof": str(eval_path)}
     predict.update({"dev": str(inputs / "dev_units.parquet"), "test": str(inputs / "test_units.parquet")})
+    predict.update(tta_predict_paths(inputs, cfg, None if unit.fold is None else f"fold{unit.fold}"))
     return {
         "unit_dir": str(path / "units" / unit.model / unit.fold_label),
         "model": asdict(cfg.models[unit.model]),

@@ -100,4 +100,7 @@ def print_scores(scores: dict, console: Console) -> None:
             return [f"{s['rouge1']:.4f}", f"{s['rouge2']:.4f}", f"{s['rougeL']:.4f}", f"{s['competition_score']:.2f}"]
 
         table.add_row(name, *cells(oof), *cells(dev), f"{base['competition_score']:.2f}" if base else "-")
+    for strategy, result in scores.get("ensembles", {}).items():
+        marker = " (submission)" if strategy == scores.get("ensemble_strategy") else ""
+        table.add_row(f"[bold]ensemble {strategy}{marker}[/]", *cells(result.get("oof")), *cells(result.get("dev")), "-")
     console.print(table)

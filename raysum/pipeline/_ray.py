@@ -162,6 +162,10 @@ def predict_units(path: Path, cfg, units: list, input_path: Path, out_dir: Path,
 
     from raysum.training import predict_unit
 
+    from raysum.pipeline._variants import tta_predict_paths
+
+    predict = {"test": str(input_path)}
+    predict.update({k: v for k, v in tta_predict_paths(out_dir, cfg, None).items() if k.startswith("test|")})
     refs = []
     for unit in units:
         settings = cfg.models[unit.model]
@@ -174,8 +178,7 @@ def predict_units(path: Path, cfg, units: list, input_path: Path, out_dir: Path,
 
         refs.append((output, task.remote({
             "unit_dir": str(path / "units" / unit.model / unit.fold_label),
-            "model": asdict(settings), "fold": unit.fold, "input_path": str(input_path),
-            "output_path": str(output), "split": "test"})))
+            "model": asdict(settings), "fold": unit.fold, "predict": predict, "output_path": str(output)})))
     for _, ref in refs:
         ray.get(ref)
     console.print(f"{len(refs)} unit(s) generated for {input_path.name}")

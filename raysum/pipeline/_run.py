@@ -38,15 +38,8 @@ def features_not_available(cfg: ResolvedConfig) -> list[str]:
     out = []
     if exp.mode == "optuna":
         out.append("--mode optuna (the Ray Tune + Optuna search) is not available yet")
-    if exp.use_augmentation:
-        out.append("--use_augmentation is not available yet (augmentation methods are not implemented)")
-    if exp.use_tta:
-        out.append("--use_tta is not available yet (TTA variants are not implemented)")
     if exp.save_visualizations:
         out.append("--save_visualizations is not available yet (plots and report are not implemented)")
-    if "ensemble_strategy" in given or "ensemble_weights" in given:
-        out.append("--ensemble_strategy/--ensemble_weights are not available yet: the submission is the best "
-                   "single unit by out-of-fold score; drop the flag to run")
     return out
 
 
@@ -60,6 +53,11 @@ def preflight(cfg: ResolvedConfig) -> None:
         raise NotAvailableYet("this run uses features that are not available yet:\n"
                               + "\n".join(f"  - {m}" for m in missing))
     problems = []
+    if cfg.experiment.use_augmentation:
+        from raysum.augment import check_available
+
+        problems += check_available(list(cfg.experiment.augmentation_methods),
+                                    list(cfg.experiment.augmentation_translators))
     for name, settings in cfg.models.items():
         problems += [f"models.{name}: {p}" for p in check_weights_available(settings)]
         problems += [f"models.{name}: {p}" for p in validate_unit_settings(settings, has_gpu=True)]
@@ -146,11 +144,51 @@ def _record_timing(path: Path, started: float) -> None:
 def _finish(path: Path, cfg: ResolvedConfig, units: list[Unit], console: Console) -> None:
     candidates = collect_candidates(path, units)
     scores = score_experiment(path, cfg, units, candidates)
-    choice = write_submission(path, candidates, scores)
+    choice = write_submission(path, cfg, candidates, scores)
     from raysum.pipeline._progress import print_scores
 
     print_scores(scores, console)
     console.print(f"[bold green]submission[/] {path / 'submission.csv'}: {choice}")
+
+
+def ensemble_experiment(path: str | Path, strategy: str, weights: list[float] | None = None) -> dict:
+    """Evaluate one ensemble strategy on a finished experiment's candidates; the numbers
+    also go into its scores.json (under `ensembles`)."""
+    from dataclasses import replace
+
+    from raysum.config.validate import ENSEMBLE_STRATEGIES, canonical_strategy
+    from raysum.pipeline._collect import run_ensembles
+
+    path = Path(path)
+    cfg = load_resolved(path)
+    canonical = canonical_strategy(strategy)
+    problems = []
+    if canonical not in ENSEMBLE_STRATEGIES:
+        problems.append(f"strategy {strategy!r} is unknown; choose one of {', '.join(ENSEMBLE_STRATEGIES)}")
+    if weights is not None and len(weights) != len(cfg.models):
+        problems.append(f"--ensemble_weights has {len(weights)} values for {len(cfg.models)} models "
+                        f"({', '.join(cfg.models)})")
+    if weights is not None and (any(w < 0 for w in weights) or not sum(weights) > 0):
+        problems.append("--ensemble_weights must be >= 0 with a positive sum")
+    for name in ("candidates.parquet", "scores.json"):
+        if not (path / name).is_file():
+            problems.append(f"{path} has no {name}: finish the experiment first (raysum train --resume {path})")
+    if problems:
+        raise ConfigError(problems)
+    import pandas as pd
+
+    cfg.experiment = replace(cfg.experiment, ensemble_weights=weights or cfg.experiment.ensemble_weights)
+    scores = json.loads((path / "scores.json").read_text(encoding="utf-8"))
+    candidates = pd.read_parquet(path / "candidates.parquet")
+    if canonical == "stacking" and not (candidates["split"] == "oof").any():
+        raise ConfigError("stacking learns from out-of-fold candidates; this experiment has none (no folds)")
+    keep = scores.get("ensemble_strategy")
+    run_ensembles(path, cfg, candidates, scores, strategies=[canonical])
+    scores["ensemble_strategy"] = keep  # the submission's strategy does not change
+    (path / "scores.json").write_text(json.dumps(scores, ensure_ascii=False, indent=1), encoding="utf-8")
+    result = scores["ensembles"][canonical]
+    return {"strategy": canonical, "oof": result.get("oof"), "dev": result.get("dev"),
+            "best_single": result.get("best_single"), **({"weights": result["weights"]} if "weights" in result else {})}
 
 
 def predict_experiment(path: str | Path, test_file: str, output: str | None, ray_address: str | None = None,

@@ -302,14 +302,16 @@ def generate(run: UnitRun):
 
 
 def _predict_splits(model, tokenizer, unit: UnitConfig, splits: dict[str, str]):
-    """Generate for each split's parquet (fname, dialogue); one table in PREDICTION_COLUMNS."""
+    """Generate for each split's parquet (fname, dialogue); one table in PREDICTION_COLUMNS.
+    A key "dev|paraphrase_1" is the dev split's TTA variant paraphrase_1 (plain "dev": tta none)."""
     import pandas as pd
 
     from raysum.generation import generate_summaries
 
     settings, frames = unit.model, []
     started = time.perf_counter()
-    for split, path in splits.items():
+    for key, path in splits.items():
+        split, _, tta = key.partition("|")
         table = read_table(path, ("fname", "dialogue"))
         outputs = generate_summaries(model, tokenizer, settings, table["dialogue"].tolist())
         frame = pd.DataFrame(outputs, columns=["text", "n_tokens", "logprob"])
@@ -317,7 +319,7 @@ def _predict_splits(model, tokenizer, unit: UnitConfig, splits: dict[str, str]):
         frame.insert(1, "fname", table["fname"].tolist())
         frame.insert(2, "model", settings.name)
         frame.insert(3, "fold", unit.fold)
-        frame.insert(4, "tta", "none")
+        frame.insert(4, "tta", tta or "none")
         frames.append(frame)
     generate_s = round(time.perf_counter() - started, 3)
     predictions = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(PREDICTION_COLUMNS))
@@ -327,7 +329,8 @@ def _predict_splits(model, tokenizer, unit: UnitConfig, splits: dict[str, str]):
 
 def predict_unit(config: dict) -> str:
     """A finished unit generates for a new file (no training): config has unit_dir, model,
-    fold, input_path (parquet: fname, dialogue), output_path and split. Returns output_path."""
+    fold, output_path, and either `predict` (key "split" or "split|tta" -> parquet with
+    fname, dialogue) or input_path + split. Returns output_path."""
     import torch
 
     from raysum.models import load_trained_model
@@ -340,7 +343,8 @@ def predict_unit(config: dict) -> str:
     model, tokenizer = load_trained_model(settings, unit.checkpoint_dir,
                                           device="cuda" if torch.cuda.is_available() else "cpu")
     model.config.use_cache = True
-    frame, _ = _predict_splits(model, tokenizer, unit, {config.get("split", "test"): config["input_path"]})
+    splits = config.get("predict") or {config.get("split", "test"): config["input_path"]}
+    frame, _ = _predict_splits(model, tokenizer, unit, splits)
     frame.to_parquet(config["output_path"], index=False)
     return config["output_path"]
 

@@ -1,0 +1,95 @@
+"""Driver-side inputs that vary the data: augmented training parts (train folds only)
+and TTA input variants (with the label maps that undo speaker permutations)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from raysum.config.resolve import ResolvedConfig
+
+LABEL_MAPS = "tta_label_maps.parquet"
+
+
+def augment_training_part(train: pd.DataFrame, cfg: ResolvedConfig, cache_dir: Path) -> tuple[pd.DataFrame, dict]:
+    """`train` (fname, dialogue, summary) plus its augmented rows when augmentation is on.
+    Only rows of `train` are ever augmented: a fold's held-out part never reaches here."""
+    exp = cfg.experiment
+    info = {"source_rows": len(train), "augmented_rows": 0}
+    if not exp.use_augmentation:
+        return train, info
+    from raysum.augment import augment_frame
+
+    extra = augment_frame(train, list(exp.augmentation_methods), exp.augmentation_ratio, exp.seed,
+                          str(cache_dir), translator_models=list(exp.augmentation_translators))
+    info.update({"augmented_rows": len(extra), "ratio": exp.augmentation_ratio,
+                 "methods": list(exp.augmentation_methods),
+                 "per_method": {str(k): int(v) for k, v in extra["method"].value_counts().items()}})
+    return pd.concat([train, extra[["fname", "dialogue", "summary"]]], ignore_index=True), info
+
+
+def tta_variant_names(cfg: ResolvedConfig) -> list[str]:
+    exp = cfg.experiment
+    if not exp.use_tta:
+        return []
+    return [f"{strategy}_{i + 1}" for strategy in exp.tta_strategies for i in range(exp.tta_num_aug)]
+
+
+def write_tta_inputs(inputs: Path, cfg: ResolvedConfig, frames: dict[str, pd.DataFrame]) -> None:
+    """One parquet (fname, dialogue) per split and variant, `inputs/tta/<split>_<variant>.parquet`,
+    and every variant's label map in `inputs/tta_label_maps.parquet`."""
+    exp = cfg.experiment
+    if not exp.use_tta:
+        return
+    from raysum.tta import make_variants
+
+    folder = inputs / "tta"
+    folder.mkdir(exist_ok=True)
+    maps = []
+    for split, frame in frames.items():
+        per_variant: dict[str, list[str]] = {}
+        for fname, dialogue in zip(frame["fname"], frame["dialogue"]):
+            for strategy in exp.tta_strategies:
+                variants = make_variants(dialogue, strategy, exp.tta_num_aug, exp.seed, key=str(fname))
+                for i, (text, label_map) in enumerate(variants):
+                    name = f"{strategy}_{i + 1}"
+                    per_variant.setdefault(name, []).append(text)
+                    maps.append({"fname": str(fname), "tta": name, "label_map": json.dumps(label_map)})
+        for name, texts in per_variant.items():
+            pd.DataFrame({"fname": frame["fname"].astype(str), "dialogue": texts}).to_parquet(
+                folder / f"{split}_{name}.parquet", index=False)
+    pd.DataFrame(maps).to_parquet(inputs / LABEL_MAPS, index=False)
+
+
+def write_fold_tta_inputs(inputs: Path, cfg: ResolvedConfig, fold: int, heldout_fnames: list[str]) -> None:
+    """A fold's out-of-fold variants: the training set's variants of its held-out dialogues."""
+    for name in tta_variant_names(cfg):
+        variants = pd.read_parquet(inputs / "tta" / f"train_{name}.parquet")
+        variants[variants["fname"].isin(set(heldout_fnames))].to_parquet(
+            inputs / "tta" / f"fold{fold}_{name}.parquet", index=False)
+
+
+def tta_predict_paths(inputs: Path, cfg: ResolvedConfig, oof_label: str | None) -> dict[str, str]:
+    """Unit predict entries "split|variant" -> parquet, for oof (when the unit has one), dev and test."""
+    out = {}
+    for name in tta_variant_names(cfg):
+        if oof_label is not None:
+            out[f"oof|{name}"] = str(inputs / "tta" / f"{oof_label}_{name}.parquet")
+        out[f"dev|{name}"] = str(inputs / "tta" / f"dev_{name}.parquet")
+        out[f"test|{name}"] = str(inputs / "tta" / f"test_{name}.parquet")
+    return out
+
+
+def map_back_labels(candidates: pd.DataFrame, label_maps: pd.DataFrame) -> pd.DataFrame:
+    """Generated summaries of TTA variants with the original speaker labels restored."""
+    if label_maps is None or label_maps.empty or (candidates["tta"] == "none").all():
+        return candidates
+    from raysum.tta import map_back
+
+    lookup = {(f, t): json.loads(m) for f, t, m in zip(label_maps["fname"], label_maps["tta"], label_maps["label_map"])}
+    out = candidates.copy()
+    out["text"] = [text if tta == "none" or not lookup.get((fname, tta)) else map_back(text, lookup[(fname, tta)])
+                   for fname, tta, text in zip(out["fname"], out["tta"], out["text"])]
+    return out
