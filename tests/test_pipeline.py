@@ -282,3 +282,46 @@ def test_resource_check_refuses_what_no_node_can_hold():
         check_resources({"kobart": wide}, nodes)
     with pytest.raises(ConfigError, match="the cluster has no GPU"):
         check_resources({"kobart": load_preset("kobart")}, [{"CPU": 16.0}])
+
+
+def test_tta_augmentation_and_stacking_end_to_end(tmp_path, small_data):
+    import ray
+
+    out = tmp_path / "out"
+    try:
+        rc = main(["train", "--mode", "full", "--models", "tiny-llama", "--k_folds", "2", "--max_train_samples", "80",
+                   "--epochs", "1", "--num_beams", "1", "--max_length", "16", "--dev_data", small_data["dev"],
+                   "--test_data", small_data["test"], "--use_tta", "--tta_strategies", "reorder", "--tta_num_aug", "1",
+                   "--use_augmentation", "--augmentation_methods", "speaker_swap", "--augmentation_ratio", "0.5",
+                   "--ensemble_strategy", "stacking", "--output_dir", str(out)])
+    finally:
+        ray.shutdown()
+    assert rc == 0
+    (path,) = [p for p in out.iterdir() if not p.name.startswith(".")]
+    folds = pd.read_csv(path / "folds.csv")
+    augmentation = json.loads((path / "inputs" / "augmentation.json").read_text())
+    for fold in (0, 1):
+        train_part = pd.read_parquet(path / "inputs" / f"fold{fold}_train.parquet")
+        heldout = set(folds.loc[folds["fold"] == fold, "fname"])
+        sources = {f.split("#aug")[0] for f in train_part["fname"]}
+        assert not sources & heldout  # no augmented copy of a held-out dialogue reaches training
+        info = augmentation[f"fold{fold}"]
+        assert info["augmented_rows"] == round(0.5 * info["source_rows"]) == len(train_part) - info["source_rows"]
+        unit = json.loads((path / "units" / "tiny-llama" / f"fold{fold}" / "unit.json").read_text())
+        assert unit["train_samples"] == len(train_part)
+    cand = pd.read_parquet(path / "candidates.parquet")
+    assert set(cand["tta"]) == {"none", "reorder_1"}
+    assert set(cand.loc[cand["tta"] == "reorder_1", "split"]) == {"oof", "dev", "test"}
+    # summaries of speaker-swapped inputs are mapped back to the original labels
+    from raysum.pipeline._variants import map_back_labels
+
+    raw = pd.concat([pd.read_parquet(p) for p in path.glob("units/*/fold*/predictions.parquet")], ignore_index=True)
+    maps = pd.read_parquet(path / "inputs" / "tta_label_maps.parquet")
+    assert (maps["label_map"] != "{}").all()  # reorder permutes speakers in every variant
+    mapped = map_back_labels(raw, maps)
+    key = ["split", "fname", "fold", "tta"]
+    merged = cand.merge(mapped, on=key, suffixes=("", "_expected"))
+    assert len(merged) == len(cand) and (merged["text"] == merged["text_expected"]).all()
+    scores = json.loads((path / "scores.json").read_text())
+    assert scores["submission"]["strategy"] == "stacking" and "augmentation" in scores["units"]["tiny-llama/fold0"]
+    assert "cv_oof" in scores["ensembles"]["stacking"]["stacking"]
