@@ -6,16 +6,15 @@ from raysum.config.resolve import DEFAULT, ResolvedConfig
 from raysum.config.schema import MODES, ModelSettings
 from raysum.errors import ConfigError
 
-ENSEMBLE_STRATEGIES = ("voting", "weighted_avg", "stacking")
-# The seed report's names, each mapped to the strategy that does what it meant.
-ENSEMBLE_ALIASES = {
-    "majority_vote": "voting",
-    "averaging": "weighted_avg",
-    "rouge_weighted": "weighted_avg",
-    "blending": "stacking",
-}
-AUGMENTATION_METHODS = ("back_translation", "paraphrase", "synonym", "turn_shuffle", "speaker_swap")
-TTA_STRATEGIES = ("paraphrase", "reorder")
+from raysum.augment import AUGMENT_METHODS
+from raysum.ensemble import ALIASES as ENSEMBLE_ALIASES
+from raysum.ensemble import STRATEGIES as _STRATEGY_REGISTRY
+from raysum.tta import TTA_STRATEGIES as _TTA_REGISTRY
+
+# The registries are the single source of the names (the seed's aliases live in raysum.ensemble).
+ENSEMBLE_STRATEGIES = tuple(_STRATEGY_REGISTRY)
+AUGMENTATION_METHODS = tuple(AUGMENT_METHODS)
+TTA_STRATEGIES = tuple(_TTA_REGISTRY)
 ARCHITECTURES = ("bart", "llama", "qwen3")
 KINDS = ("seq2seq", "causal")
 ONE_MODEL_MODES = ("single", "kfold")
