@@ -1,4 +1,4 @@
-"""The `raysum` command line: train, config show, data check, score, predict."""
+"""The `raysum` command line: train, config show, data check, score, ensemble, predict, tune, analyze."""
 
 from __future__ import annotations
 
@@ -65,6 +65,24 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--output", default=None, metavar="FILE", help="default: DIR/predictions/<file stem>.csv")
     predict.add_argument("--ray_address", default=None)
     predict.set_defaults(func=_cmd_predict)
+
+    tune = sub.add_parser("tune", help="search ensemble settings on a finished experiment's candidates (Ray Tune + "
+                                       "Optuna, CPU); writes DIR/tune/")
+    tune.add_argument("--space", required=True, metavar="FILE",
+                      help="search space YAML (search_spaces/ensemble.yaml; training and decoding: see the file)")
+    tune.add_argument("--experiment", required=True, metavar="DIR")
+    tune.add_argument("--trials", type=int, default=50, help="number of trials (default 50)")
+    tune.add_argument("--seed", type=int, default=None, help="OptunaSearch seed (default: the experiment's seed)")
+    tune.add_argument("--num_cpus", type=int, default=None,
+                      help="CPUs declared to a local Ray (default max(4, cores)); each trial takes 1")
+    tune.add_argument("--max_concurrent", type=int, default=None, help="trials at once (default: CPUs - 1)")
+    tune.add_argument("--tokenizer", default="kiwi", choices=["kiwi", "whitespace"], help="ROUGE tokens (default kiwi)")
+    tune.add_argument("--json", action="store_true")
+    tune.set_defaults(func=_cmd_tune)
+
+    analyze = sub.add_parser("analyze", help="read a Tune search back: trials table, analysis/best_config.yaml, plots")
+    analyze.add_argument("path", metavar="DIR", help="an experiment directory with tune/, or a Tune experiment directory")
+    analyze.set_defaults(func=_cmd_analyze)
     return parser
 
 
@@ -155,6 +173,34 @@ def _cmd_predict(ns: argparse.Namespace) -> int:
     from raysum.pipeline import predict_experiment
 
     predict_experiment(ns.experiment, ns.test_data, ns.output, ray_address=ns.ray_address, console=console)
+    return 0
+
+
+def _cmd_tune(ns: argparse.Namespace) -> int:
+    from raysum.tune.ensemble_search import search_ensemble
+
+    result = search_ensemble(ns.experiment, ns.space, trials=ns.trials, seed=ns.seed, num_cpus=ns.num_cpus,
+                             max_concurrent=ns.max_concurrent, tokenizer=ns.tokenizer,
+                             console=None if ns.json else console)
+    if ns.json:
+        print(json.dumps(result, ensure_ascii=False, default=str))
+        return 0
+    best = result["best"]
+    weights = ", ".join(f"{m}={w:.3f}" for m, w in (best["weights"] or {}).items())
+    console.print(f"best of {result['trials']} trial(s): {best['strategy']}" + (f" ({weights})" if weights else ""))
+    for label, s in (("OOF (optimised)", result["oof"]), ("dev", result["dev"]),
+                     (f"best single {result['best_single']['unit']} dev", result["best_single"]["dev"])):
+        if s:
+            console.print(f"  {label}: competition_score {s['competition_score']:.2f}")
+    console.print(f"{result['timing']['trials_per_minute']} trials/minute; wrote {result['tune_run']} and "
+                  f"{result['experiment']}/tune/ensemble_best.json")
+    return 0
+
+
+def _cmd_analyze(ns: argparse.Namespace) -> int:
+    from raysum.tune.analysis import analyze
+
+    analyze(ns.path, console)
     return 0
 
 

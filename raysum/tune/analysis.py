@@ -1,0 +1,211 @@
+"""``raysum analyze DIR``: a finished Tune search read back as a table, a best config and plots.
+
+DIR is an experiment directory with ``tune/`` (its newest search is read) or a Tune
+experiment directory itself. Written to ``DIR/analysis/``:
+
+- ``trials.csv``: one row per trial (params, OOF and dev objective, status, time);
+- ``best_config.yaml``: for an ensemble search inside an experiment, the experiment's
+  resolved config with ``ensemble_strategy`` and ``ensemble_weights`` of the best trial
+  (loadable by ``raysum config show --config``); otherwise the best trial's params;
+- ``objective_over_trials.png``, ``params_vs_objective.png``, ``param_importance.png``
+  (Optuna's fANOVA importances on a study rebuilt from the trials).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from raysum.errors import RaysumError
+from raysum.tune.ensemble_search import METRIC, TUNE_DIR, WEIGHT_PREFIX
+
+ANALYSIS_DIR = "analysis"
+DEV_METRIC = "dev_competition_score"
+
+
+def find_run(path: Path) -> Path:
+    """The Tune experiment directory: ``path`` itself, or the newest one under ``path/tune``."""
+    if any(path.glob("experiment_state*.json")):
+        return path
+    runs = sorted((p for p in (path / TUNE_DIR).glob("*") if any(p.glob("experiment_state*.json"))),
+                  key=lambda p: p.stat().st_mtime)
+    if not runs:
+        raise RaysumError(f"{path} holds no Tune experiment (no experiment_state*.json in it or in {path / TUNE_DIR})")
+    return runs[-1]
+
+
+def load_trials(run: Path) -> pd.DataFrame:
+    """One row per trial, in creation order: trial, trial_id, status, params, metrics, time_s."""
+    from ray.tune import ExperimentAnalysis
+
+    analysis = ExperimentAnalysis(str(run), default_metric=METRIC, default_mode="max")
+    rows = []
+    for number, trial in enumerate(analysis.trials):
+        result = trial.last_result or {}
+        row = {"trial": number, "trial_id": trial.trial_id, "status": trial.status}
+        row.update({f"param/{k}": v for k, v in trial.config.items()})
+        row[METRIC] = result.get(METRIC)
+        row[DEV_METRIC] = result.get(DEV_METRIC)
+        row["time_s"] = result.get("time_total_s")
+        rows.append(row)
+    if not rows:
+        raise RaysumError(f"Tune experiment {run} has no trials")
+    return pd.DataFrame(rows)
+
+
+def param_columns(trials: pd.DataFrame) -> list[str]:
+    return [c for c in trials.columns if c.startswith("param/")]
+
+
+def print_table(trials: pd.DataFrame, console, run: Path) -> None:
+    from rich.table import Table
+
+    params = param_columns(trials)
+    table = Table(title=f"Tune trials of {run} (objective: {METRIC}, max; dev reported only)")
+    for col in ["#", *(p[len("param/"):] for p in params), "OOF score", "dev score", "status", "time s"]:
+        table.add_column(col, justify="left" if col in ("status",) else "right")
+    best = trials[METRIC].idxmax() if trials[METRIC].notna().any() else None
+    for i, row in trials.iterrows():
+        style = "bold green" if i == best else None
+        table.add_row(str(row["trial"]), *(_cell(row[p]) for p in params), _cell(row[METRIC]),
+                      _cell(row[DEV_METRIC]), str(row["status"]), _cell(row["time_s"], 3), style=style)
+    console.print(table)
+
+
+def _cell(value, digits: int = 4) -> str:
+    if isinstance(value, float):
+        return "-" if math.isnan(value) else f"{value:.{digits}f}"
+    return "-" if value is None else str(value)
+
+
+def best_config_yaml(trials: pd.DataFrame, run: Path) -> str:
+    """The experiment's config with the best trial's ensemble settings, or the best params alone."""
+    import yaml
+
+    best = trials.loc[trials[METRIC].idxmax()]
+    params = {p[len("param/"):]: _native(best[p]) for p in param_columns(trials)}
+    experiment = run.parent.parent
+    if "strategy" in params and (experiment / "config.json").is_file():
+        from raysum.ensemble import canonical
+        from raysum.pipeline._experiment import load_resolved
+
+        cfg = load_resolved(experiment)
+        strategy = canonical(params["strategy"])
+        cfg.experiment.ensemble_strategy = strategy
+        source = f"tune:{run}"
+        cfg.sources["ensemble_strategy"] = source
+        if strategy == "weighted_avg":
+            cfg.experiment.ensemble_weights = [float(params[f"{WEIGHT_PREFIX}{m}"]) for m in cfg.models]
+            cfg.sources["ensemble_weights"] = source
+        header = (f"# best trial of {run}: {METRIC} {best[METRIC]:.4f} (dev {best[DEV_METRIC]:.4f})\n"
+                  f"# use: raysum config show --config analysis/best_config.yaml\n")
+        return header + cfg.to_yaml()
+    return f"# best trial of {run}: {METRIC} {best[METRIC]:.4f}\n" + yaml.safe_dump(
+        {"params": params}, allow_unicode=True, sort_keys=False)
+
+
+def _native(value):
+    return value.item() if hasattr(value, "item") else value
+
+
+def importances(trials: pd.DataFrame) -> dict[str, float]:
+    """Optuna's parameter importances (fANOVA) on a study rebuilt from the finished trials."""
+    import optuna
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    done = trials[trials[METRIC].notna()]
+    distributions = {}
+    for col in param_columns(done):
+        values = done[col].tolist()
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            low, high = float(min(values)), float(max(values))
+            if low < high:
+                distributions[col[len("param/"):]] = FloatDistribution(low, high)
+        elif len(set(map(str, values))) > 1:
+            distributions[col[len("param/"):]] = CategoricalDistribution(sorted(set(map(str, values))))
+    if not distributions:
+        return {}
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize")
+    for _, row in done.iterrows():
+        params = {k: (str(row[f"param/{k}"]) if isinstance(d, CategoricalDistribution) else float(row[f"param/{k}"]))
+                  for k, d in distributions.items()}
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions, value=float(row[METRIC])))
+    return optuna.importance.get_param_importances(study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
+
+
+def plot(trials: pd.DataFrame, out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = trials[trials[METRIC].notna()]
+    written = []
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(done["trial"], done[METRIC], "o", alpha=0.6, label="trial (OOF)")
+    ax.plot(done["trial"], done[METRIC].cummax(), "-", color="C3", label="best so far (OOF)")
+    if done[DEV_METRIC].notna().any():
+        ax.plot(done["trial"], done[DEV_METRIC], "x", alpha=0.4, color="C2", label="trial (dev, not optimised)")
+    ax.set(title="Objective over trials", xlabel="trial", ylabel="competition_score")
+    ax.legend()
+    written.append(_save(fig, out / "objective_over_trials.png"))
+
+    params = param_columns(done)
+    fig, axes = plt.subplots(1, max(1, len(params)), figsize=(4 * max(1, len(params)), 3.6), squeeze=False)
+    for ax, col in zip(axes[0], params):
+        values = done[col]
+        if values.map(lambda v: isinstance(v, str)).any():
+            labels = sorted(set(map(str, values)))
+            ax.scatter(values.map(lambda v: labels.index(str(v))), done[METRIC], alpha=0.6)
+            ax.set_xticks(range(len(labels)), labels, rotation=20)
+        else:
+            ax.scatter(values, done[METRIC], alpha=0.6)
+        ax.set(title=col[len("param/"):], xlabel=col[len("param/"):], ylabel=f"{METRIC}")
+    fig.suptitle("Each parameter against the objective (OOF)")
+    written.append(_save(fig, out / "params_vs_objective.png"))
+
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    try:
+        scores = importances(trials)
+    except (ValueError, RuntimeError) as exc:  # too few distinct trials for fANOVA
+        scores, note = {}, f"not computable: {exc}"
+    else:
+        note = "no parameter varied" if not scores else ""
+    if scores:
+        names = list(scores)[::-1]
+        ax.barh(names, [scores[n] for n in names])
+    else:
+        ax.text(0.5, 0.5, note, ha="center", va="center", wrap=True)
+    ax.set(title="Parameter importance (Optuna fANOVA)", xlabel="importance (share of objective variance)",
+           ylabel="parameter")
+    written.append(_save(fig, out / "param_importance.png"))
+    return written
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path
+
+
+def analyze(path: str | Path, console) -> dict:
+    """Read the search back, print the table, write analysis/ (CSV, best config, plots)."""
+    path = Path(path)
+    run = find_run(path)
+    trials = load_trials(run)
+    if trials[METRIC].isna().all():
+        raise RaysumError(f"no trial of {run} reported {METRIC}")
+    out = path / ANALYSIS_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    print_table(trials, console, run)
+    trials.to_csv(out / "trials.csv", index=False)
+    (out / "best_config.yaml").write_text(best_config_yaml(trials, run), encoding="utf-8")
+    plots = plot(trials, out)
+    console.print(f"wrote {out / 'trials.csv'}, {out / 'best_config.yaml'}, " + ", ".join(p.name for p in plots))
+    return {"run": run, "trials": trials, "analysis": out, "plots": plots}

@@ -1,0 +1,241 @@
+"""Stage 2: ensemble strategy and weights searched on a finished experiment's candidates.
+
+    raysum tune --space search_spaces/ensemble.yaml --experiment DIR --trials 200 --seed 0
+
+The driver prepares the candidates once (tokens and pairwise ROUGE of every OOF and
+dev pool) and scores the strategies that take no weights once: their selection does
+not depend on the trial. Each Ray Tune trial then runs weighted_avg's utility for its
+weights on the shared pairwise ROUGE (or looks up the precomputed score) and reports
+OOF and dev ROUGE. OptunaSearch (seeded) maximises the out-of-fold competition_score;
+dev is reported, never optimised on. A trial's score is the mean ROUGE of the chosen
+candidates to their references, taken from the prepared reference ROUGE: the same
+number ``raysum.ensemble.evaluate`` gives for the same selection (a test checks it).
+
+Everything is written under ``DIR/tune/``: Tune's storage (``DIR/tune/<run>/``) and
+``DIR/tune/ensemble_best.json``. The experiment's own files are only read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from raysum.errors import NotAvailableYet, RaysumError
+from raysum.tune.space import SearchSpace, load_space, to_tune
+
+TUNE_DIR = "tune"
+BEST_FILE = "ensemble_best.json"
+METRIC = "oof_competition_score"
+SPLITS = ("oof", "dev")
+ROUGE_KEYS = ("rouge1", "rouge2", "rougeL")
+WEIGHT_PREFIX = "weights."
+
+
+class EnsembleObjective:
+    """OOF and dev scores of (strategy, weights) on prepared candidates.
+
+    ``precompute`` scores the strategies that take no weights once (in the driver);
+    ``slim`` drops what only those needed (token lists), so the copy each trial
+    receives holds pools, pairwise ROUGE and reference ROUGE only.
+    """
+
+    def __init__(self, prepared, oof_references: Mapping, seed: int):
+        self.prepared = prepared
+        self.oof_references = oof_references
+        self.seed = seed
+        self.pool_split = prepared.pools["split"].to_numpy()
+        self.fixed: dict[str, dict] = {}
+
+    def precompute(self, strategies) -> None:
+        for name in strategies:
+            self.fixed[name] = self._score(name, None)
+
+    def slim(self) -> "EnsembleObjective":
+        table = self.prepared.candidates[["split", "fname", "model", "fold", "tta", "pool"]]
+        prepared = dataclasses.replace(self.prepared, candidates=table, tokens=[], dialogue_tokens={})
+        out = EnsembleObjective(prepared, {}, self.seed)
+        out.fixed = dict(self.fixed)
+        return out
+
+    def __call__(self, strategy: str, weights: Mapping[str, float] | None = None) -> dict:
+        from raysum.ensemble import canonical
+
+        name = canonical(strategy)
+        if name in self.fixed:
+            return self.fixed[name]
+        if name != "weighted_avg":
+            weights = None
+        elif weights is not None and not sum(weights.values()) > 0:
+            weights = None  # every weight 0: weighted_avg falls back to voting
+        return self._score(name, weights)
+
+    def scores(self, strategy: str, weights: Mapping[str, float] | None = None) -> dict:
+        """{split: {rouge1, rouge2, rougeL, rouge_sum, competition_score, n}} like evaluate's."""
+        flat = self(strategy, weights)
+        return {split: {k: flat[f"{split}_{k}"] for k in (*ROUGE_KEYS, "rouge_sum", "competition_score", "n")}
+                if f"{split}_n" in flat else None for split in SPLITS}
+
+    def _score(self, name: str, weights) -> dict:
+        from raysum.ensemble._registry import run_strategy
+
+        rows = run_strategy(self.prepared, name, weights=weights, references=self.oof_references or None,
+                            seed=self.seed).rows
+        quality = self.prepared.reference_rouge[rows]
+        out = {}
+        for split in SPLITS:
+            q = quality[self.pool_split == split]
+            q = q[~np.isnan(q).any(axis=1)]
+            if not len(q):
+                continue
+            means = q.mean(axis=0)
+            out.update({f"{split}_{k}": float(v) for k, v in zip(ROUGE_KEYS, means)})
+            out[f"{split}_rouge_sum"] = float(means.sum())
+            out[f"{split}_competition_score"] = float(means.sum() / 3 * 100)
+            out[f"{split}_n"] = len(q)
+        return out
+
+
+def weights_of(config: Mapping) -> dict[str, float] | None:
+    """``weights.<model>`` keys of a trial config as {model: weight}; None without any."""
+    weights = {k[len(WEIGHT_PREFIX):]: float(v) for k, v in config.items() if k.startswith(WEIGHT_PREFIX)}
+    return weights or None
+
+
+def ensemble_trial(config: dict, objective: EnsembleObjective) -> None:
+    """One Tune trial: score the suggested strategy and weights, report once."""
+    from ray import tune
+
+    tune.report(objective(config["strategy"], weights_of(config)))
+
+
+def _check_stage(space: SearchSpace, candidates: pd.DataFrame, path: Path) -> None:
+    if space.space == "training":
+        raise NotAvailableYet(
+            "training search (stage 1: a unit per trial on GPUs) is not available yet; stage 2 searches "
+            "ensemble settings on cached candidates: --space search_spaces/ensemble.yaml")
+    if space.space == "decoding":
+        if "decoding" not in candidates.columns or candidates["decoding"].nunique() < 2:
+            raise RaysumError(
+                f"decoding candidates are not available for this experiment ({path}): its candidates table has "
+                "no `decoding` column with several decoding settings, so there is nothing to search on cached "
+                "candidates; search the ensemble instead (--space search_spaces/ensemble.yaml)")
+        raise NotAvailableYet("decoding search over the candidates' `decoding` column is not available yet")
+
+
+def _init_ray(num_cpus: int | None) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    # A trial holds 1 CPU and starts no workers; declaring more CPUs than the cores lets
+    # the driver and a few trials share them without waiting on each other.
+    ray.init(num_cpus=num_cpus or max(4, os.cpu_count() or 1), include_dashboard=False,
+             log_to_driver=False, configure_logging=False)
+
+
+def search_ensemble(experiment: str | Path, space_path: str | Path, *, trials: int = 50, seed: int | None = None,
+                    num_cpus: int | None = None, max_concurrent: int | None = None, tokenizer: str = "kiwi",
+                    console=None) -> dict:
+    """Run the stage-2 search; returns (and writes to DIR/tune/ensemble_best.json) the best trial."""
+    from raysum.ensemble import best_single_unit, canonical, prepare
+    from raysum.pipeline._collect import _dialogues, _references
+    from raysum.pipeline._experiment import load_resolved
+
+    path = Path(experiment)
+    space = load_space(space_path)
+    cfg = load_resolved(path)
+    candidates = pd.read_parquet(path / "candidates.parquet")
+    _check_stage(space, candidates, path)
+    if trials < 1:
+        raise RaysumError(f"--trials must be at least 1, got {trials}")
+    models = list(cfg.models)
+    param_space = to_tune(space, models)
+    seed = cfg.experiment.seed if seed is None else seed
+    refs = _references(path)
+    references = {"oof": refs["oof"], "dev": refs["dev"]}
+    candidates = candidates[candidates["split"].isin(SPLITS)]
+    if not ((candidates["split"] == "oof") & candidates["fname"].isin(references["oof"])).any():
+        raise RaysumError(f"{path} has no out-of-fold candidates with references: the search optimises the OOF "
+                          "score (never dev); run the experiment with k_folds >= 2")
+
+    started = time.perf_counter()
+    prepared = prepare(candidates, _dialogues(path), references_by_split=references, tokenizer=tokenizer)
+    objective = EnsembleObjective(prepared, references["oof"], seed)
+    strategies = [canonical(s) for s in space.parameters["strategy"].values]
+    objective.precompute([s for s in strategies if s != "weighted_avg"])
+    prepare_s = time.perf_counter() - started
+    if console:
+        console.print(f"prepared {len(prepared.candidates)} candidates in {len(prepared.pools)} pools "
+                      f"({prepare_s:.1f} s); searching {trials} trial(s)")
+
+    run_name = f"ensemble_{datetime.now():%Y%m%d_%H%M%S}"
+    results, search_s = _run_tune(objective.slim(), param_space, trials=trials, seed=seed, num_cpus=num_cpus,
+                                  max_concurrent=max_concurrent, storage=path / TUNE_DIR, name=run_name)
+    best = results.get_best_result(metric=METRIC, mode="max")
+    config = {k: best.config[k] for k in param_space}
+    strategy = canonical(config["strategy"])
+    weights = weights_of(config) if strategy == "weighted_avg" else None
+    # The trial's own scores are evaluate()'s (same selection, same reference ROUGE); stacking
+    # is not refitted for them.
+    final = objective.scores(strategy, weights)
+    unit, unit_oof, unit_dev = best_single_unit(prepared, references)
+    summary = {
+        "experiment": str(path),
+        "space": str(space_path),
+        "tune_run": str(path / TUNE_DIR / run_name),
+        "metric": METRIC,
+        "mode": "max",
+        "seed": seed,
+        "trials": len(results),
+        "errors": len(results.errors),
+        "best": {"strategy": strategy, "weights": weights, "config": config},
+        "oof": final["oof"],
+        "dev": final["dev"],
+        "best_single": {"unit": unit, "oof": unit_oof, "dev": unit_dev},
+        "timing": {"prepare_s": round(prepare_s, 2), "search_s": round(search_s, 2),
+                   "trials_per_minute": round(len(results) / search_s * 60, 1)},
+    }
+    out = path / TUNE_DIR / BEST_FILE
+    out.write_text(json.dumps(summary, ensure_ascii=False, indent=1, default=_plain), encoding="utf-8")
+    return summary
+
+
+def _run_tune(objective, param_space: dict, *, trials: int, seed: int, num_cpus, max_concurrent, storage: Path,
+              name: str):
+    from ray import tune
+    from ray.tune.search.optuna import OptunaSearch
+
+    _init_ray(num_cpus)
+    import ray
+
+    concurrent = max_concurrent or max(1, int(ray.cluster_resources().get("CPU", 2)) - 1)
+    searcher = OptunaSearch(metric=METRIC, mode="max", seed=seed)
+    trainable = tune.with_resources(tune.with_parameters(ensemble_trial, objective=objective), {"cpu": 1})
+    storage.mkdir(parents=True, exist_ok=True)
+    tuner = tune.Tuner(
+        trainable,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=trials, max_concurrent_trials=concurrent,
+                                    reuse_actors=True),
+        run_config=tune.RunConfig(name=name, storage_path=str(storage.resolve()), verbose=0,
+                                  log_to_file=False),
+    )
+    started = time.perf_counter()
+    results = tuner.fit()
+    return results, time.perf_counter() - started
+
+
+def _plain(value):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")

@@ -1,0 +1,248 @@
+"""Search spaces, the stage-2 ensemble search through the CLI, and `raysum analyze`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from raysum.cli import main
+from raysum.errors import ConfigError
+from raysum.tune.space import EACH_MODEL, load_space, to_optuna, to_tune
+
+ROOT = Path(__file__).resolve().parents[1]
+SPACE_FILES = sorted((ROOT / "search_spaces").glob("*.yaml"))
+MODELS = ["tiny-bart", "tiny-llama"]
+WORDS = "사람 내일 오후 회의 약속 친구 파티 준비 여행 계획 가방 기차 음식 주문 영화 표".split()
+
+
+# --------------------------------------------------------------------------- spaces
+
+
+@pytest.mark.parametrize("path", SPACE_FILES, ids=lambda p: p.name)
+def test_every_search_space_file_loads_and_converts(path):
+    space = load_space(path)
+    assert path.read_text(encoding="utf-8").startswith("#"), "each file documents its format in a header comment"
+    models = sorted(set(space.models) | {m for m in space.weights if m != EACH_MODEL}) + ["other-model"]
+    tune_space, optuna_space = to_tune(space, models), to_optuna(space, models)
+    assert set(tune_space) == set(optuna_space) and tune_space
+    if space.space == "ensemble":
+        assert {f"weights.{m}" for m in models} <= set(tune_space)
+        assert set(space.parameters["strategy"].values) == {"voting", "weighted_avg", "stacking"}
+
+
+def test_the_three_spaces_exist():
+    assert {p.stem for p in SPACE_FILES} >= {"training", "decoding", "ensemble"}
+    training = load_space(ROOT / "search_spaces" / "training.yaml")
+    assert {"epochs", "learning_rate", "gradient_accumulation_steps", "warmup_ratio", "lora.r"} <= set(
+        training.parameters)
+
+
+def write(tmp_path, text, name="space.yaml"):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_every_problem_is_reported_at_once(tmp_path):
+    path = write(tmp_path, """
+space: training
+parameters:
+  learning_rate: {kind: loguniform, low: 0.0, high: 1.0e-3}
+  epochs: {kind: int, low: 1.5, high: 4}
+  warmup_ratio: {kind: uniform, low: 0.3, high: 0.1}
+  lora.r: {kind: choice, values: []}
+  beams: {kind: choice, values: [1, 2]}
+  batch_size: {kind: gaussian, mean: 1}
+  gradient_accumulation_steps: {kind: int, low: 1, high: 8, step: 3, extra: 1}
+extra_key: 1
+""")
+    with pytest.raises(ConfigError) as info:
+        load_space(path)
+    text = "\n".join(info.value.problems)
+    for expected in ("loguniform needs low > 0", "epochs: low must be an integer", "warmup_ratio: low (0.3) must be "
+                     "below high", "lora.r: choice needs values", "beams: not a training parameter",
+                     "batch_size: kind is 'gaussian'", "unknown key(s) ['extra']", "multiple of step",
+                     "unknown top-level key(s) ['extra_key']"):
+        assert expected in text
+    assert len(info.value.problems) >= 9
+
+
+def test_ensemble_space_checks_strategies_and_models(tmp_path):
+    path = write(tmp_path, """
+space: ensemble
+parameters:
+  strategy: {kind: choice, values: [voting, weighted_avg, bagging]}
+  weights.kobart: {kind: uniform, low: -1.0, high: 1.0}
+""")
+    with pytest.raises(ConfigError) as info:
+        load_space(path)
+    text = "\n".join(info.value.problems)
+    assert "unknown ensemble strategy 'bagging'" in text and "weights must be numbers >= 0" in text
+
+    ok = load_space(write(tmp_path, """
+space: ensemble
+parameters:
+  strategy: {kind: choice, values: [voting, weighted_avg]}
+  weights.kobart: {kind: loguniform, low: 1e-3, high: 1}
+""", "ok.yaml"))
+    assert ok.weights["kobart"].low == pytest.approx(1e-3)  # YAML's "1e-3" string read as the number
+    with pytest.raises(ConfigError, match="not in the experiment"):
+        to_tune(ok, ["qwen3-4b"])
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="no such file"):
+        load_space(tmp_path / "absent.yaml")
+    with pytest.raises(ConfigError, match="space is 'stage3'"):
+        load_space(write(tmp_path, "space: stage3\nparameters: {epochs: {kind: int, low: 1, high: 2}}\n"))
+
+
+# --------------------------------------------------------------------------- a tiny experiment
+
+
+def _summary(rng, reference, quality):
+    words = reference.split()
+    kept = [w if rng.random() < quality else rng.choice(WORDS) for w in words]
+    return " ".join(kept)
+
+
+@pytest.fixture
+def experiment(tmp_path):
+    """A finished 2 models x 2 folds experiment: 16 train (OOF) and 6 dev dialogues."""
+    from raysum.config.resolve import resolve
+
+    rng = random.Random(0)
+    path = tmp_path / "20260101_000000_experiment"
+    (path / "inputs").mkdir(parents=True)
+    splits = {"train": 16, "dev": 6, "test": 4}
+    frames, rows = {}, []
+    quality = {"tiny-bart": 0.85, "tiny-llama": 0.5}
+    for split, n in splits.items():
+        fnames = [f"{split}_{i}" for i in range(n)]
+        refs = [[" ".join(rng.choice(WORDS) for _ in range(8))] for _ in fnames]
+        frames[split] = pd.DataFrame({"fname": fnames, "dialogue": ["#Person1#: " + r[0] for r in refs],
+                                      "references": refs if split != "test" else [[] for _ in fnames]})
+        for i, (fname, ref) in enumerate(zip(fnames, refs)):
+            for model in MODELS:
+                folds = [i % 2] if split == "train" else [0, 1]
+                for fold in folds:
+                    rows.append({"split": "oof" if split == "train" else split, "fname": fname, "model": model,
+                                 "fold": fold, "tta": "none", "text": _summary(rng, ref[0], quality[model]),
+                                 "n_tokens": 8, "logprob": -rng.random()})
+    for split, frame in frames.items():
+        frame.to_parquet(path / "inputs" / f"{split}.parquet", index=False)
+    candidates = pd.DataFrame(rows)
+    candidates["fold"] = candidates["fold"].astype("Int64")
+    candidates.to_parquet(path / "candidates.parquet", index=False)
+    cfg = resolve({"models": MODELS, "k_folds": 2, "mode": "full", "seed": 7})
+    (path / "config.json").write_text(json.dumps(cfg.tree(), ensure_ascii=False), encoding="utf-8")
+    (path / "scores.json").write_text("{}", encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def local_ray():
+    import ray
+
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+def _hashes(path: Path) -> dict[str, str]:
+    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(path.rglob("*")) if p.is_file() and p.relative_to(path).parts[0] not in ("tune",
+                                                                                                        "analysis")}
+
+
+def test_trial_scores_equal_evaluate(experiment):
+    from raysum.ensemble import evaluate, prepare
+    from raysum.pipeline._collect import _dialogues, _references
+    from raysum.tune.ensemble_search import EnsembleObjective
+
+    refs = _references(experiment)
+    references = {"oof": refs["oof"], "dev": refs["dev"]}
+    candidates = pd.read_parquet(experiment / "candidates.parquet").query("split != 'test'")
+    prepared = prepare(candidates, _dialogues(experiment), references_by_split=references, tokenizer="whitespace")
+    objective = EnsembleObjective(prepared, references["oof"], seed=0)
+    objective.precompute(["voting"])
+    slim = objective.slim()
+    for strategy, weights in (("voting", None), ("weighted_avg", {"tiny-bart": 0.9, "tiny-llama": 0.1}),
+                              ("weighted_avg", {"tiny-bart": 0.05, "tiny-llama": 1.0})):
+        expected = evaluate(prepared, strategy, weights=weights, references_by_split=references)
+        got = slim.scores(strategy, weights)
+        for split in ("oof", "dev"):
+            assert got[split]["n"] == expected[split]["n"]
+            assert got[split]["competition_score"] == pytest.approx(expected[split]["competition_score"], abs=1e-9)
+    # the weights matter: favouring the better model beats favouring the worse one
+    good = slim("weighted_avg", {"tiny-bart": 0.9, "tiny-llama": 0.1})["oof_competition_score"]
+    bad = slim("weighted_avg", {"tiny-bart": 0.05, "tiny-llama": 1.0})["oof_competition_score"]
+    assert good > bad
+
+
+def test_tune_then_analyze_through_the_cli(experiment, tmp_path, local_ray, capsys):
+    space = write(tmp_path, """
+space: ensemble
+parameters:
+  strategy: {kind: choice, values: [voting, weighted_avg]}
+  weights: {each_model: {kind: uniform, low: 0.0, high: 1.0}}
+""", "ensemble.yaml")
+    before = _hashes(experiment)
+    rc = main(["tune", "--space", str(space), "--experiment", str(experiment), "--trials", "12", "--seed", "3",
+               "--tokenizer", "whitespace", "--json"])
+    assert rc == 0
+    assert _hashes(experiment) == before, "the search changed the experiment's own files"
+    assert sorted(p.name for p in experiment.iterdir()) == sorted(
+        ["candidates.parquet", "config.json", "inputs", "scores.json", "tune"])
+    best = json.loads((experiment / "tune" / "ensemble_best.json").read_text(encoding="utf-8"))
+    assert best["trials"] == 12 and best["errors"] == 0 and best["seed"] == 3
+    assert best["best"]["strategy"] in ("voting", "weighted_avg")
+    assert best["oof"]["n"] == 16 and best["dev"]["n"] == 6
+    assert best["best_single"]["unit"].startswith("tiny-bart/")
+    capsys.readouterr()
+
+    assert main(["analyze", str(experiment)]) == 0
+    out = capsys.readouterr().out
+    assert "oof_competition_score" in out and "TERMINATED" in out
+    analysis = experiment / "analysis"
+    trials = pd.read_csv(analysis / "trials.csv")
+    assert len(trials) == 12 and "done" not in trials.columns
+    # the best trial of the table is the one the search reported
+    assert trials["oof_competition_score"].max() == pytest.approx(best["oof"]["competition_score"])
+    for name in ("objective_over_trials.png", "params_vs_objective.png", "param_importance.png"):
+        assert (analysis / name).stat().st_size > 5000
+    top = trials.loc[trials["oof_competition_score"].idxmax()]  # ties: the first such trial
+    text = (analysis / "best_config.yaml").read_text(encoding="utf-8")
+    assert f'ensemble_strategy: "{top["param/strategy"]}"' in text and "tiny-llama:" in text
+    assert main(["config", "show", "--json", "--config", str(analysis / "best_config.yaml")]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["ensemble_strategy"]["value"] == top["param/strategy"]
+    assert sorted(shown["models"]) == MODELS
+    if top["param/strategy"] == "weighted_avg":
+        assert shown["ensemble_weights"]["value"] == pytest.approx([top[f"param/weights.{m}"] for m in MODELS])
+
+
+def test_decoding_and_training_spaces_are_explicit_errors(experiment, capsys):
+    before = _hashes(experiment)
+    rc = main(["tune", "--space", str(ROOT / "search_spaces" / "decoding.yaml"), "--experiment", str(experiment)])
+    err = capsys.readouterr().err
+    assert rc != 0 and "decoding candidates are not available for this experiment" in err
+    rc = main(["tune", "--space", str(ROOT / "search_spaces" / "training.yaml"), "--experiment", str(experiment)])
+    err = capsys.readouterr().err
+    assert rc != 0 and "training search" in err and "not available yet" in err
+    assert _hashes(experiment) == before and not (experiment / "tune").exists()
+
+
+def test_cli_imports_neither_optuna_nor_ray_tune():
+    import subprocess
+    import sys
+
+    code = ("import sys, raysum, raysum.cli, raysum.tune; "
+            "print([m for m in sys.modules if m.startswith(('optuna', 'ray.tune'))])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
