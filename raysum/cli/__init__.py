@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--seed", type=int, default=None, help="OptunaSearch seed (default: the experiment's seed)")
     tune.add_argument("--num_cpus", type=int, default=None,
                       help="CPUs declared to a local Ray (default max(4, cores)); each trial takes 1")
-    tune.add_argument("--max_concurrent", type=int, default=None, help="trials at once (default: CPUs - 1)")
+    tune.add_argument("--max_concurrent", type=int, default=None, help="trials at once (default: one per core, at most CPUs - 1)")
     tune.add_argument("--tokenizer", default="kiwi", choices=["kiwi", "whitespace"], help="ROUGE tokens (default kiwi)")
     tune.add_argument("--json", action="store_true")
     tune.set_defaults(func=_cmd_tune)
