@@ -200,3 +200,17 @@ def test_import_raysum_stays_light():
 def test_example_experiment_file_resolves():
     cfg = validate(resolve(config_file=ROOT / "examples" / "experiment.yaml"))
     assert cfg.experiment.mode == "full" and list(cfg.models) == ["tiny-bart", "tiny-llama", "tiny-qwen3"]
+
+
+def test_model_names_with_dots_survive_set_tree_and_yaml(tmp_path, capsys):
+    name = "llama-3.2-korean-3b"
+    cfg = validate(resolve({"mode": "full", "models": [name, "qwen3-4b"]},
+                           overrides=[f"models.{name}.gradient_accumulation_steps=1", f"models.{name}.lora.r=8"]))
+    assert cfg.models[name].gradient_accumulation_steps == 1 and cfg.models[name].lora.r == 8
+    tree = _show_json(capsys, "--mode", "full", "--models", name, "--set", f"models.{name}.batch_size=2")
+    assert tree["models"][name]["batch_size"] == {"value": 2, "source": "cli"}
+    rebuilt = config_from_tree(json.loads(json.dumps(cfg.tree())))
+    assert rebuilt.models == cfg.models and rebuilt.sources[f"models.{name}.lora.r"] == "cli"
+    file = tmp_path / "config.yaml"
+    file.write_text(cfg.to_yaml())
+    assert validate(resolve(config_file=file)).models[name] == cfg.models[name]

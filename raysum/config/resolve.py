@@ -58,9 +58,10 @@ class ResolvedConfig:
             _put(out, key, {"value": value, "source": self.sources.get(key, DEFAULT)})
         models: dict = {}
         for name, settings in self.models.items():
+            node = models.setdefault(name, {})  # a name may contain dots: never split it
             for key, value in _flatten(_model_dict(settings)).items():
                 full = f"models.{name}.{key}"
-                _put(models, f"{name}.{key}", {"value": value, "source": self.sources.get(full, DEFAULT)})
+                _put(node, key, {"value": value, "source": self.sources.get(full, DEFAULT)})
         out["models"] = models
         return out
 
@@ -365,6 +366,21 @@ def _split_models(value: Any, source: str, problems: list[str]) -> tuple[list[st
     return None, {}
 
 
+def _set_blocks(items: list[tuple[str, Any]], models: list[str], problems: list[str]) -> dict[str, dict]:
+    """`--set models.<model>.<setting>=V` items by model; model names may contain dots
+    (llama-3.2-korean-3b), so the longest listed model name that prefixes the key wins."""
+    blocks: dict[str, dict] = {}
+    for key, value in items:
+        rest = key[len("models."):]
+        known = [m for m in models if rest.startswith(m + ".")]
+        name, sub = (max(known, key=len), rest[len(max(known, key=len)) + 1:]) if known else rest.partition(".")[::2]
+        if not sub:
+            problems.append(f"--set {key}: expected models.<model>.<setting>=VALUE")
+            continue
+        blocks.setdefault(name, {})[sub] = value
+    return blocks
+
+
 def resolve(
     cli: dict[str, Any] | None = None,
     config_file: str | Path | None = None,
@@ -388,17 +404,11 @@ def resolve(
 
     cli_models, _ = _split_models(cli.pop("models", None), CLI, problems)
     exp_models, exp_blocks = _split_models(exp_data.get("models"), exp_source, problems)
-    set_blocks: dict[str, dict] = {}
+    set_models: list[tuple[str, Any]] = []
     set_globals: dict[str, Any] = {}
     for key, value in set_items:
         if key.startswith("models."):
-            rest = key[len("models."):]
-            # Model names may contain dots only through YAML paths; match the longest known name.
-            name, _, sub = rest.partition(".")
-            if not sub:
-                problems.append(f"--set {key}: expected models.<model>.<setting>=VALUE")
-                continue
-            set_blocks.setdefault(name, {})[sub] = value
+            set_models.append((key, value))
         else:
             set_globals[key] = value
 
@@ -437,6 +447,7 @@ def resolve(
         for pkey, pvalue in preset.items():
             layers.set_model(key, pkey, pvalue, source)
 
+    set_blocks = _set_blocks(set_models, keys, layers.problems)
     for name in list(exp_blocks) + list(set_blocks):
         if name not in layers.models and model_name(name) not in layers.models:
             where = exp_source if name in exp_blocks else "--set"
