@@ -244,14 +244,15 @@ def test_units_per_mode(mode, models, expected):
     assert [u.name for u in plan_units(cfg)] == expected
 
 
-def test_single_mode_trains_on_everything_and_picks_by_dev(tmp_path, small_data, capsys):
+def test_single_mode_trains_on_everything_and_picks_by_dev(tmp_path, small_data, capsys, monkeypatch):
     import ray
 
+    monkeypatch.chdir(tmp_path)  # a relative --output_dir, as in `make demo`
     out = tmp_path / "out"
     try:
         rc = main(["train", "--mode", "single", "--models", "tiny-llama", "--max_train_samples", "60",
                    "--epochs", "1", "--num_beams", "1", "--max_length", "16", "--dev_data", small_data["dev"],
-                   "--test_data", small_data["test"], "--output_dir", str(out)])
+                   "--test_data", small_data["test"], "--output_dir", "out"])
     finally:
         ray.shutdown()
     assert rc == 0

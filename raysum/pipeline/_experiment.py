@@ -90,7 +90,7 @@ def plan_units(cfg: ResolvedConfig) -> list[Unit]:
 def create_experiment_dir(cfg: ResolvedConfig) -> Path:
     """A new directory; never reuses one that exists."""
     exp = cfg.experiment
-    root = Path(exp.output_dir)
+    root = Path(exp.output_dir).resolve()  # absolute: Ray workers and storage do not share our cwd
     stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
     path = root / f"{stamp}_{exp.experiment_name}"
     suffix = 2
@@ -182,7 +182,7 @@ def load_resolved(path: Path) -> ResolvedConfig:
     """The resolved config an experiment directory was run with (from config.json)."""
     from raysum.config.resolve import config_from_tree
 
-    file = path / "config.json"
+    file = Path(path) / "config.json"
     if not file.is_file():
         raise RaysumError(f"{path} is not a raysum experiment directory (no config.json)")
     return config_from_tree(json.loads(file.read_text(encoding="utf-8")))

@@ -98,7 +98,7 @@ def resume_experiment(path: str | Path, cli: dict, config_file: str | None, over
                       console: Console | None = None) -> Path:
     """Continue an experiment: finished units are reused, interrupted ones resume from a checkpoint."""
     console = console or Console()
-    path = Path(path)
+    path = Path(path).resolve()
     if cli or config_file or overrides:
         given = sorted(cli) + (["--config"] if config_file else []) + (["--set"] if overrides else [])
         raise ConfigError(f"--resume continues {path} with the settings it was started with; "
@@ -159,7 +159,7 @@ def ensemble_experiment(path: str | Path, strategy: str, weights: list[float] | 
     from raysum.config.validate import ENSEMBLE_STRATEGIES, canonical_strategy
     from raysum.pipeline._collect import run_ensembles
 
-    path = Path(path)
+    path = Path(path).resolve()
     cfg = load_resolved(path)
     canonical = canonical_strategy(strategy)
     problems = []
@@ -197,4 +197,4 @@ def predict_experiment(path: str | Path, test_file: str, output: str | None, ray
     from raysum.pipeline._collect import predict_new_file
 
     console = console or Console()
-    return predict_new_file(Path(path), test_file, output, ray_address, console)
+    return predict_new_file(Path(path).resolve(), test_file, output, ray_address, console)
