@@ -3,9 +3,7 @@ in-process path, resume, predict, and the refusals that happen before any work."
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import os
 from pathlib import Path
 
 import pandas as pd

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import typing
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -78,9 +78,6 @@ class ResolvedConfig:
         flat_sources = dict(self.sources)
         _emit(lines, self.plain(), "", 0, flat_sources)
         return "\n".join(lines) + "\n"
-
-    def model_names(self) -> list[str]:
-        return list(self.models)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -236,15 +233,21 @@ def parse_set(items: list[str]) -> list[tuple[str, Any]]:
     return out
 
 
-def read_experiment_file(path: str | Path) -> dict:
-    """Load an experiment YAML (`--config`); a clear error for a missing file or bad YAML."""
+def read_yaml_file(path: str | Path, label: str, missing: str = "file not found"):
+    """The YAML content of `path`; one ConfigError naming `label` and the file for a missing
+    file or invalid YAML (experiment files, search spaces)."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"--config {path}: file not found")
+        raise ConfigError(f"{label} {path}: {missing}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
+        return yaml.safe_load(path.read_text(encoding="utf-8-sig"))
     except yaml.YAMLError as exc:
-        raise ConfigError(f"--config {path}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{label} {path}: not valid YAML: {exc}") from None
+
+
+def read_experiment_file(path: str | Path) -> dict:
+    """Load an experiment YAML (`--config`); a clear error for a missing file or bad YAML."""
+    data = read_yaml_file(path, "--config")
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -465,9 +468,6 @@ def resolve(
     return ResolvedConfig(experiment=experiment, models=models, sources=layers.sources, files=files,
                           problems=layers.problems)
 
-
-def global_fields() -> list[str]:
-    return [f.name for f in fields(ExperimentConfig)]
 
 
 def config_from_tree(tree: dict) -> ResolvedConfig:

@@ -29,7 +29,6 @@ def validate(cfg: ResolvedConfig) -> ResolvedConfig:
     """Raise ConfigError with every problem; add warnings for values that cannot apply."""
     problems: list[str] = list(cfg.problems)
     warnings: list[str] = []
-    exp = cfg.experiment
     try:
         _check_globals(cfg, problems, warnings)
     except TypeError:

@@ -155,8 +155,8 @@ def _fit_unit(name: str, config: dict, scaling: dict, storage_path: str) -> dict
     return dict(result.metrics or {})
 
 
-def predict_units(path: Path, cfg, units: list, input_path: Path, out_dir: Path, console) -> "pd.DataFrame":
-    """Each trained unit generates for one new input file, as Ray tasks with the unit's resources."""
+def predict_units(path: Path, cfg, units: list, input_path: Path, out_dir: Path, console):
+    """A DataFrame of candidates: each trained unit generates for one new input file, as Ray tasks with the unit's resources."""
     import pandas as pd
     import ray
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from raysum.config.resolve import DEFAULT, ResolvedConfig
+from raysum.config.resolve import ResolvedConfig
 from raysum.errors import ConfigError, NotAvailableYet, RaysumError
 from raysum.pipeline._collect import collect_candidates, score_experiment, write_submission
 from raysum.pipeline._experiment import (
@@ -34,7 +34,6 @@ from raysum.pipeline._ray import check_resources, cluster_nodes, init_ray, launc
 def features_not_available(cfg: ResolvedConfig) -> list[str]:
     """Accepted flags whose features raysum cannot run yet: the run stops before any work."""
     exp = cfg.experiment
-    given = {k for k, s in cfg.sources.items() if s != DEFAULT}
     out = []
     if exp.mode == "optuna":
         out.append("--mode optuna (the Ray Tune + Optuna search) is not available yet")

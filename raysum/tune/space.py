@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from raysum.errors import ConfigError
 
@@ -83,13 +82,10 @@ class SearchSpace:
 
 def load_space(path: str | Path) -> SearchSpace:
     """Read and validate a search space file; ConfigError listing every problem."""
+    from raysum.config.resolve import read_yaml_file
+
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"search space {path}: no such file")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"search space {path}: not valid YAML: {exc}") from None
+    data = read_yaml_file(path, "search space", missing="no such file")
     problems: list[str] = []
     space = _parse(data, problems, str(path))
     if problems:
