@@ -8,7 +8,7 @@ import sys
 
 from rich.console import Console
 
-from raysum.cli._args import add_train_flags, given_settings
+from raysum.cli._args import add_train_flags, given_decoding_space, given_settings
 from raysum.errors import RaysumError
 
 __all__ = ["main", "build_parser"]
@@ -90,7 +90,13 @@ def resolve_from_args(ns: argparse.Namespace):
     from raysum.config.resolve import resolve
     from raysum.config.validate import validate
 
-    return validate(resolve(given_settings(ns), config_file=ns.config, overrides=ns.set))
+    cfg = resolve(given_settings(ns), config_file=ns.config, overrides=ns.set)
+    space = given_decoding_space(ns)
+    if space:
+        from raysum.generation.decodings import apply_decoding_space
+
+        apply_decoding_space(cfg, space.get("decoding_space"), space.get("decoding_trials"))
+    return validate(cfg)
 
 
 def _print_warnings(cfg) -> None:
@@ -114,7 +120,8 @@ def _cmd_train(ns: argparse.Namespace) -> int:
     if ns.resume:
         from raysum.pipeline import resume_experiment
 
-        resume_experiment(ns.resume, given_settings(ns), ns.config, ns.set, console=console)
+        resume_experiment(ns.resume, {**given_settings(ns), **given_decoding_space(ns)}, ns.config, ns.set,
+                          console=console)
         return 0
     cfg = resolve_from_args(ns)
     _print_warnings(cfg)
