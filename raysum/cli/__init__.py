@@ -8,7 +8,7 @@ import sys
 
 from rich.console import Console
 
-from raysum.cli._args import add_train_flags, given_settings
+from raysum.cli._args import add_train_flags, given_decoding_space, given_settings
 from raysum.errors import RaysumError
 
 __all__ = ["main", "build_parser"]
@@ -69,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     tune = sub.add_parser("tune", help="search ensemble settings on a finished experiment's candidates (Ray Tune + "
                                        "Optuna, CPU); writes DIR/tune/")
     tune.add_argument("--space", required=True, metavar="FILE",
-                      help="search space YAML (search_spaces/ensemble.yaml; training and decoding: see the file)")
+                      help="search space YAML: search_spaces/ensemble.yaml, or search_spaces/decoding.yaml on an "
+                           "experiment trained with extra decoding settings (training: see the file)")
     tune.add_argument("--experiment", required=True, metavar="DIR")
     tune.add_argument("--trials", type=int, default=50, help="number of trials (default 50)")
     tune.add_argument("--seed", type=int, default=None, help="OptunaSearch seed (default: the experiment's seed)")
@@ -77,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="CPUs declared to a local Ray (default max(4, cores)); each trial takes 1")
     tune.add_argument("--max_concurrent", type=int, default=None, help="trials at once (default: one per core, at most CPUs - 1)")
     tune.add_argument("--tokenizer", default="kiwi", choices=["kiwi", "whitespace"], help="ROUGE tokens (default kiwi)")
+    tune.add_argument("--ensemble_space", default=None, metavar="FILE",
+                      help="with a decoding space: search the ensemble strategy and weights jointly "
+                           "(search_spaces/ensemble.yaml); default: the experiment's own strategy")
     tune.add_argument("--json", action="store_true")
     tune.set_defaults(func=_cmd_tune)
 
@@ -90,7 +94,13 @@ def resolve_from_args(ns: argparse.Namespace):
     from raysum.config.resolve import resolve
     from raysum.config.validate import validate
 
-    return validate(resolve(given_settings(ns), config_file=ns.config, overrides=ns.set))
+    cfg = resolve(given_settings(ns), config_file=ns.config, overrides=ns.set)
+    space = given_decoding_space(ns)
+    if space:
+        from raysum.generation.decodings import apply_decoding_space
+
+        apply_decoding_space(cfg, space.get("decoding_space"), space.get("decoding_trials"))
+    return validate(cfg)
 
 
 def _print_warnings(cfg) -> None:
@@ -114,7 +124,8 @@ def _cmd_train(ns: argparse.Namespace) -> int:
     if ns.resume:
         from raysum.pipeline import resume_experiment
 
-        resume_experiment(ns.resume, given_settings(ns), ns.config, ns.set, console=console)
+        resume_experiment(ns.resume, {**given_settings(ns), **given_decoding_space(ns)}, ns.config, ns.set,
+                          console=console)
         return 0
     cfg = resolve_from_args(ns)
     _print_warnings(cfg)
@@ -177,23 +188,36 @@ def _cmd_predict(ns: argparse.Namespace) -> int:
 
 
 def _cmd_tune(ns: argparse.Namespace) -> int:
-    from raysum.tune.ensemble_search import search_ensemble
+    from raysum.errors import ConfigError
+    from raysum.tune.space import load_space
 
-    result = search_ensemble(ns.experiment, ns.space, trials=ns.trials, seed=ns.seed, num_cpus=ns.num_cpus,
-                             max_concurrent=ns.max_concurrent, tokenizer=ns.tokenizer,
-                             console=None if ns.json else console)
+    options = dict(trials=ns.trials, seed=ns.seed, num_cpus=ns.num_cpus, max_concurrent=ns.max_concurrent,
+                   tokenizer=ns.tokenizer, console=None if ns.json else console)
+    if load_space(ns.space).space == "decoding":
+        from raysum.tune.decoding_search import search_decoding
+
+        result = search_decoding(ns.experiment, ns.space, ensemble_space=ns.ensemble_space, **options)
+    elif ns.ensemble_space:
+        raise ConfigError("--ensemble_space joins a decoding search (--space search_spaces/decoding.yaml)")
+    else:
+        from raysum.tune.ensemble_search import search_ensemble
+
+        result = search_ensemble(ns.experiment, ns.space, **options)
     if ns.json:
         print(json.dumps(result, ensure_ascii=False, default=str))
         return 0
     best = result["best"]
     weights = ", ".join(f"{m}={w:.3f}" for m, w in (best["weights"] or {}).items())
     console.print(f"best of {result['trials']} trial(s): {best['strategy']}" + (f" ({weights})" if weights else ""))
+    for model, decoding in best.get("decodings", {}).items():
+        console.print(f"  {model}: {decoding['label']} {decoding['settings']}")
     for label, s in (("OOF (optimised)", result["oof"]), ("dev", result["dev"]),
+                     ("every model's own decoding, dev", (result.get("own_decoding") or {}).get("dev")),
                      (f"best single {result['best_single']['unit']} dev", result["best_single"]["dev"])):
         if s:
             console.print(f"  {label}: competition_score {s['competition_score']:.2f}")
     console.print(f"{result['timing']['trials_per_minute']} trials/minute; wrote {result['tune_run']} and "
-                  f"{result['experiment']}/tune/ensemble_best.json")
+                  f"{result['best_file']}")
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from raysum.config.resolve import DEFAULT, ResolvedConfig
 from raysum.config.schema import MODES, ModelSettings
 from raysum.errors import ConfigError
+from raysum.generation.decodings import decoding_problems
 
 from raysum.augment import AUGMENT_METHODS
 from raysum.ensemble import ALIASES as ENSEMBLE_ALIASES
@@ -139,6 +140,7 @@ def model_problems(m: ModelSettings) -> list[str]:
     if m.quantization == "nf4" and m.deepspeed == "zero3":
         out.append("DeepSpeed ZeRO-3 with QLoRA is refused: ZeRO-3 partitions parameters across GPUs, "
                    "which bitsandbytes' packed 4-bit weights cannot be; use zero2 or no quantization")
+    out.extend(decoding_problems(m))
     if m.lora is not None:
         if m.lora.r < 1 or m.lora.alpha <= 0 or not 0 <= m.lora.dropout < 1 or not m.lora.target_modules:
             out.append("lora needs r >= 1, alpha > 0, 0 <= dropout < 1 and at least one target module")
