@@ -56,12 +56,20 @@ def _submit(cluster: LocalCluster, args: list[str], wait: bool, submission_id: s
     return subprocess.run(command, env=_client_env(cluster), capture_output=True, text=True, timeout=600)
 
 
+JOB_ENDINGS = {"succeeded": "SUCCEEDED", "failed": "FAILED", "was stopped": "STOPPED"}
+
+
 def _job_status(cluster: LocalCluster, submission_id: str) -> str:
-    """The job's status from `ray job status` ("Status for job 'ID': SUCCEEDED", on stderr)."""
+    """The job's status as `ray job status` says it (on stderr): "Job 'ID' succeeded|failed|was
+    stopped" once it ended, "Status for job 'ID': RUNNING" before."""
     done = subprocess.run([RAY, "job", "status", submission_id], env=_client_env(cluster), capture_output=True,
                           text=True, timeout=120)
-    match = re.search(rf"Status for job '{re.escape(submission_id)}': (\w+)", done.stdout + done.stderr)
-    return match.group(1) if match else "UNKNOWN"
+    text, job = done.stdout + done.stderr, re.escape(submission_id)
+    ended = re.search(rf"Job '{job}' (succeeded|failed|was stopped)", text)
+    if ended:
+        return JOB_ENDINGS[ended.group(1)]
+    running = re.search(rf"Status for job '{job}': (\w+)", text)
+    return running.group(1) if running else "UNKNOWN"
 
 
 def _job_logs(cluster: LocalCluster, submission_id: str) -> str:
