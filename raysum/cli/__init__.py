@@ -1,4 +1,4 @@
-"""The `raysum` command line: train, config show, data check, score, ensemble, predict, tune, analyze."""
+"""The `raysum` command line: train, config show, data check, score, ensemble, predict, tune, analyze, cluster."""
 
 from __future__ import annotations
 
@@ -87,6 +87,20 @@ def build_parser() -> argparse.ArgumentParser:
     analyze = sub.add_parser("analyze", help="read a Tune search back: trials table, analysis/best_config.yaml, plots")
     analyze.add_argument("path", metavar="DIR", help="an experiment directory with tune/, or a Tune experiment directory")
     analyze.set_defaults(func=_cmd_analyze)
+    cluster = sub.add_parser("cluster", help="a multi-node Ray cluster on this machine (head + worker nodes)")
+    cluster_sub = cluster.add_subparsers(dest="cluster_command", required=True)
+    cluster_up = cluster_sub.add_parser("up", help="start a head on 127.0.0.1 and worker nodes node_a, node_b, ...")
+    cluster_up.add_argument("--workers", type=int, default=2, help="worker nodes (default 2)")
+    cluster_up.add_argument("--worker_cpus", type=float, default=1, help="logical CPUs per worker (default 1)")
+    cluster_up.add_argument("--head_cpus", type=float, default=0,
+                            help="logical CPUs of the head (default 0: units run on the workers)")
+    cluster_up.add_argument("--port", type=int, default=6379, help="GCS port (default 6379)")
+    cluster_up.add_argument("--dashboard_port", type=int, default=8265, help="dashboard / job API (default 8265)")
+    cluster_down = cluster_sub.add_parser("down", help="stop the nodes `cluster up` started (no other Ray process)")
+    for command in (cluster_up, cluster_down):
+        command.add_argument("--state", default=".raysum-cluster", metavar="DIR",
+                             help="where the cluster's record, token and logs live (default .raysum-cluster)")
+    cluster.set_defaults(func=_cmd_cluster)
     return parser
 
 
@@ -225,6 +239,22 @@ def _cmd_analyze(ns: argparse.Namespace) -> int:
     from raysum.tune.analysis import analyze
 
     analyze(ns.path, console)
+    return 0
+
+
+def _cmd_cluster(ns: argparse.Namespace) -> int:
+    from raysum import cluster
+
+    if ns.cluster_command == "down":
+        stopped = cluster.down(ns.state)
+        console.print(f"stopped {', '.join(stopped) or 'nothing (the nodes had exited)'}")
+        return 0
+    local = cluster.up(ns.state, workers=ns.workers, worker_cpus=ns.worker_cpus, head_cpus=ns.head_cpus,
+                       port=ns.port, dashboard_port=ns.dashboard_port)
+    for node in local.nodes:
+        console.print(f"{node.name}: node {node.node_id}, {node.num_cpus:g} CPU {node.resources or ''}, log {node.log}")
+    exports = " ".join(f"{k}={v}" for k, v in local.client_env().items())
+    console.print(f"dashboard {local.dashboard_url}; for `ray job submit`:\n  export {exports}", soft_wrap=True)
     return 0
 
 

@@ -120,11 +120,20 @@ class ExperimentConfig:
     save_visualizations: bool = doc("write plots into the experiment's plots/ folder", False)
     experiment_name: str = doc("suffix of the experiment directory name", "experiment")
     seed: int = doc("random seed (sampling, initialisation, training order)", 42)
-    output_dir: str = doc("where experiment directories are created", "outputs")
-    train_data: Optional[str] = doc("training file (csv/jsonl); default: the bundled Korean sample", None)
-    dev_data: Optional[str] = doc("dev file with references; default: the bundled Korean sample", None)
-    test_data: Optional[str] = doc("test file (references optional); default: the bundled Korean sample", None)
-    ray_address: Optional[str] = doc("attach to a Ray cluster (auto or host:port) instead of starting one", None)
+    output_dir: str = doc("where experiment directories are created: a path or file:// URI (on a cluster: "
+                          "storage every node mounts)", "outputs")
+    storage_path: Optional[str] = doc(
+        "Ray Train's storage for the units' runs and reported checkpoints: a path every node reaches or a URI "
+        "(s3://, gs://, file://); default: <experiment dir>/ray", None)
+    max_failures: int = doc("times Ray Train restarts a unit whose worker or node died; it resumes from its last "
+                            "epoch checkpoint", 0)
+    train_data: Optional[str] = doc("training file (csv/jsonl; a path or URI); default: the bundled Korean sample",
+                                    None)
+    dev_data: Optional[str] = doc("dev file with references (path or URI); default: the bundled Korean sample", None)
+    test_data: Optional[str] = doc("test file, references optional (path or URI); default: the bundled Korean sample",
+                                   None)
+    ray_address: Optional[str] = doc("attach to a Ray cluster (auto or host:port) instead of starting one "
+                                     "(RAY_ADDRESS, as set inside `ray job submit`, does the same)", None)
     num_cpus: Optional[int] = doc("logical CPUs of the local Ray instance (default: enough for the units)", None)
 
 
