@@ -1,4 +1,4 @@
-"""The `raysum` command line: train, config show, data check, score, ensemble, predict, tune, analyze."""
+"""The `raysum` command line: train, config show, data check, score, ensemble, predict, tune, analyze, report."""
 
 from __future__ import annotations
 
@@ -83,6 +83,13 @@ def build_parser() -> argparse.ArgumentParser:
     analyze = sub.add_parser("analyze", help="read a Tune search back: trials table, analysis/best_config.yaml, plots")
     analyze.add_argument("path", metavar="DIR", help="an experiment directory with tune/, or a Tune experiment directory")
     analyze.set_defaults(func=_cmd_analyze)
+
+    report = sub.add_parser("report", help="write DIR/report.md and the plots in DIR/plots/ for an experiment "
+                                           "(--format html: also a self-contained DIR/report.html)")
+    report.add_argument("path", metavar="DIR", help="an experiment directory")
+    report.add_argument("--format", nargs="+", default=["md"], choices=["md", "html"],
+                        help="md (report.md, always written) and/or html (report.html, images inlined)")
+    report.set_defaults(func=_cmd_report)
     return parser
 
 
@@ -201,6 +208,16 @@ def _cmd_analyze(ns: argparse.Namespace) -> int:
     from raysum.tune.analysis import analyze
 
     analyze(ns.path, console)
+    return 0
+
+
+def _cmd_report(ns: argparse.Namespace) -> int:
+    from raysum.report import write_report
+
+    files = write_report(ns.path, plots=True, formats=tuple(ns.format))
+    plots = [f for f in files if f.suffix == ".png"]
+    console.print(f"wrote {len(plots)} plots in {plots[0].parent if plots else '-'}; "
+                  + ", ".join(str(f) for f in files if f.suffix != ".png"))
     return 0
 
 
