@@ -128,7 +128,10 @@ def _run_units(path: Path, cfg: ResolvedConfig, console: Console) -> None:
     failures = watch_units(runs, [u.name for u in units], path, console)
     _record_timing(path, "unit_phases", started)
     if failures:
-        _write_report(path, cfg, console)  # what finished, for the post-mortem
+        try:  # what finished, for the post-mortem; the unit failures are the error to raise
+            _write_report(path, cfg, console)
+        except Exception as exc:  # noqa: BLE001
+            console.print(f"[yellow]warning:[/] report.md not written: {exc}")
         raise RaysumError("units failed (finished units are kept; `raysum train --resume "
                           f"{path}` continues):\n" + "\n".join(f"  - {n}: {e}" for n, e in failures.items()))
     _finish(path, cfg, units, console)

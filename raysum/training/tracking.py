@@ -33,7 +33,7 @@ def _tensorboard_callback(logging_dir: Path, run_name: str):
 def _mlflow_callback(logging_dir: Path, run_name: str):
     from transformers.integrations import MLflowCallback
 
-    experiment_dir = logging_dir.parent.parent
+    experiment_dir = logging_dir.parent.parent  # logging_dir is DIR/tensorboard/<model>_<fold> (tracking_dir)
     os.environ.setdefault("MLFLOW_TRACKING_URI", (experiment_dir / "mlruns").as_uri())
     os.environ.setdefault("MLFLOW_EXPERIMENT_NAME", experiment_dir.name)
     return MLflowCallback()
