@@ -142,12 +142,14 @@ def dev_scores_plot(record: ExperimentRecord, plt):
     colors = ["C3" if label == best else ("C2" if kind == "ensemble" else "C0") for label, _, kind in rows]
     bars = bottom.bar(x, [s["competition_score"] for _, s, _ in rows], 0.6, color=colors)
     bottom.bar_label(bars, fmt="%.2f", fontsize=7)
-    for model, entry in record.scores.get("models", {}).items():
-        base = entry.get("dev_untrained")
-        if base:
-            bottom.axhline(base["competition_score"], linestyle=":", linewidth=0.8, color="grey")
-            bottom.annotate(f"{model} untrained", (len(rows) - 0.5, base["competition_score"]), fontsize=7,
-                            color="grey", ha="right", va="bottom")
+    models, units = record.scores.get("models", {}), record.scores.get("units", {})
+    untrained = [(i, models.get(units[label]["model"], {}).get("dev_untrained")) for i, (label, _, kind)
+                 in enumerate(rows) if kind == "unit"]
+    untrained = [(i, base["competition_score"]) for i, base in untrained if base]
+    if untrained:
+        bottom.plot([i for i, _ in untrained], [v for _, v in untrained], "k_", markersize=28, markeredgewidth=2,
+                    label="same model, untrained")
+        bottom.legend(fontsize=8, loc="upper left")
     bottom.set(title="Dev competition score = (R1+R2+RL)/3 x 100 (red: best single unit, green: ensembles)",
                ylabel="competition score (0-100)")
     bottom.set_xticks(x, labels, rotation=30, ha="right", fontsize=8)
