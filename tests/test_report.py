@@ -172,7 +172,7 @@ def tables_under(markdown: str, heading: str) -> list[list[dict]]:
     section = markdown.split(heading, 1)[1]
     section = re.split(r"\n#{1,%d} " % level, section, maxsplit=1)[0]  # up to the next heading as high
     out = []
-    for block in re.findall(r"((?:^\|.*\|\n?)+)", section, flags=re.M):
+    for block in re.findall(r"((?:^\|.*\|\n?)+)", section, flags=re.MULTILINE):
         lines = [line for line in block.strip().splitlines()]
         header = [c.strip() for c in lines[0].strip("|").split("|")]
         out.append([dict(zip(header, (c.strip() for c in re.split(r"(?<!\\)\|", line.strip()[1:-1]))))
@@ -279,7 +279,7 @@ def test_healthy_experiment_has_no_finding(healthy):
 @pytest.mark.parametrize("problem", list(CHECKS))
 def test_each_check_fires_on_its_problem(problem, tmp_path):
     path = build_experiment(tmp_path, problem)
-    findings = dict((c.name, f) for c, f in run_checks(load_experiment(path)))
+    findings = {c.name: f for c, f in run_checks(load_experiment(path))}
     assert findings[problem], f"{problem} did not fire"
     others = {name: f for name, f in findings.items() if f and name != problem}
     assert others == {}, others  # one planted problem, one check that speaks
@@ -354,3 +354,16 @@ def test_tracking_callbacks_follow_the_setting(tmp_path):
     (callback,) = tracking_callbacks(["tensorboard"], tmp_path / "tb" / "m_fold0", "m/fold0")
     assert isinstance(callback, TensorBoardCallback) and callback.logging_dir == str(tmp_path / "tb" / "m_fold0")
     assert tracking_callbacks(["none"], tmp_path, "m/fold0") == []
+
+
+def test_an_unfinished_experiment_still_gets_a_report(tmp_path):
+    """Units failed: no scores, no candidates, one unit without unit.json (the post-mortem report)."""
+    path = build_experiment(tmp_path)
+    for name in ("scores.json", "candidates.parquet", "units/tiny-llama/fold1/unit.json"):
+        (path / name).unlink()
+    files = write_report(path, plots=True)
+    text = (path / "report.md").read_text(encoding="utf-8")
+    assert "units finished: 3 of 4" in text and "submission: not written" in text
+    assert "No ensemble was evaluated." in text and "No scores (the experiment was not scored)." in text
+    assert {p.name for p in files if p.suffix == ".png"} == {"loss.png", "learning_rate.png", "grad_norm.png",
+                                                             "time_per_unit.png", "samples_per_s.png"}

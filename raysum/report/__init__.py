@@ -11,6 +11,17 @@ from raysum.report._plots import PLOTS, PLOTS_DIR, register_plot, write_plots
 from raysum.report._write import FORMATS, write_report
 
 __all__ = [
-    "CHECKS", "Check", "ExperimentRecord", "FORMATS", "PLOTS", "PLOTS_DIR", "UnitRecord", "load_experiment",
-    "register_check", "register_plot", "run_checks", "write_plots", "write_report",
+    "CHECKS",
+    "FORMATS",
+    "PLOTS",
+    "PLOTS_DIR",
+    "Check",
+    "ExperimentRecord",
+    "UnitRecord",
+    "load_experiment",
+    "register_check",
+    "register_plot",
+    "run_checks",
+    "write_plots",
+    "write_report",
 ]

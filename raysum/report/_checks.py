@@ -8,16 +8,14 @@ see Korean, overfitting, training that made a model worse, ensembles that do not
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import pandas as pd
 
+from raysum.config.schema import SHARED_FIELDS  # global flags that set the same per-model field
 from raysum.report._load import ExperimentRecord
-
-# Global flags that set the same per-model field (raysum.config.schema.SHARED_FIELDS).
-from raysum.config.schema import SHARED_FIELDS
 
 CLI = "cli"
 # Fewer samples than this and "equal on every sample" says nothing.

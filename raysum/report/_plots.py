@@ -8,9 +8,9 @@ A plot with nothing to show (no evaluation, no folds) is not written.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from raysum.report._load import ExperimentRecord
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 NONE = "none"
 # Scores of the driver's Korean ROUGE that go to TensorBoard next to the training curves.
