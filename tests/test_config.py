@@ -183,7 +183,7 @@ def test_flags_of_later_features_stop_before_any_work(tmp_path, capsys):
 
 def test_script_entry_point_is_the_same_command(tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "train.py"), "--models", "tiny-bart",
-                             "--save_visualizations", "--output_dir", str(tmp_path)],
+                             "--mode", "optuna", "--output_dir", str(tmp_path)],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "not available yet" in result.stderr
 
