@@ -145,6 +145,7 @@ def test_in_process_unit_gives_the_same_artifacts(experiment, tmp_path):
     import torch
 
     from raysum.pipeline._experiment import load_resolved, plan_units, unit_config
+    from raysum.pipeline._ray import ATTEMPTS_FILE
     from raysum.training import run_unit
 
     cfg = load_resolved(experiment)
@@ -162,7 +163,8 @@ def test_in_process_unit_gives_the_same_artifacts(experiment, tmp_path):
     ray_side = pd.read_parquet(experiment / "units" / unit.model / unit.fold_label / "predictions.parquet")
     assert ours[["split", "fname", "text", "n_tokens"]].equals(ray_side[["split", "fname", "text", "n_tokens"]])
     assert sorted(p.name for p in (tmp_path / "unit").iterdir()) == sorted(
-        p.name for p in (experiment / "units" / unit.model / unit.fold_label).iterdir() if p.name != "baseline.parquet")
+        p.name for p in (experiment / "units" / unit.model / unit.fold_label).iterdir()
+        if p.name not in ("baseline.parquet", ATTEMPTS_FILE))  # attempts: where Ray started the unit
 
 
 def test_resume_reuses_finished_units(experiment, capsys):
