@@ -17,6 +17,7 @@ RNG and sampler state), which an own loop would have to re-implement.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import gc
 import json
@@ -50,11 +51,14 @@ class UnitConfig:
     baseline_splits: list = field(default_factory=list)
     node_id: Optional[str] = None
     max_failures: int = 0
+    # {"references": parquet of fname, references; "tokenizer": kiwi|whitespace}: after each
+    # epoch's evaluation the eval part is summarised and scored (a Tune search's dev_score).
+    epoch_score: Optional[dict] = None
 
     @classmethod
     def from_dict(cls, config: dict) -> "UnitConfig":
         known = {"unit_dir", "model", "train_path", "seed", "fold", "eval_path", "predict", "tokenizer_cache", "resume",
-                 "baseline_splits", "node_id", "max_failures"}
+                 "baseline_splits", "node_id", "max_failures", "epoch_score"}
         problems = [f"unknown unit setting {k!r}" for k in config if k not in known]
         problems += [f"unit setting {k!r} is required" for k in ("unit_dir", "model", "train_path") if k not in config]
         if problems:
@@ -183,7 +187,7 @@ def build_trainer(unit: UnitConfig, model, tokenizer, train_set, eval_set, preci
     from transformers.trainer_callback import PrinterCallback
 
     from raysum.training.arguments import build_training_arguments
-    from raysum.training.callbacks import EpochReport, MetricsLog
+    from raysum.training.callbacks import EpochReport, EpochScore, MetricsLog
     from raysum.training.collators import make_collator
 
     settings = unit.model
@@ -191,6 +195,8 @@ def build_trainer(unit: UnitConfig, model, tokenizer, train_set, eval_set, preci
     args = build_training_arguments(settings, unit.resume_dir, num_examples=len(train_set), has_eval=eval_set is not None,
                                     precision=precision, cuda=cuda, seed=unit.seed, world_size=world_size)
     callbacks = [MetricsLog(unit.metrics_path, settings.batch_size * settings.gradient_accumulation_steps * world_size)]
+    if unit.epoch_score and eval_set is not None:
+        callbacks.append(EpochScore(lambda model: score_eval_part(model, tokenizer, unit)))
     if report is not None:
         callbacks.append(EpochReport(report, has_eval=eval_set is not None))
     trainer = Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
@@ -226,16 +232,38 @@ def generate_baseline(run: UnitRun) -> None:
     unit = run.unit
     if not unit.baseline_splits or unit.baseline_path.is_file() or not run.trainer.is_world_process_zero():
         return
-    model = run.trainer.model
-    use_cache = model.config.use_cache
-    model.config.use_cache = True
-    try:
+    with _generating(run.trainer.model) as model:
         frame, _ = _predict_splits(model, run.tokenizer, unit, {s: unit.predict[s] for s in unit.baseline_splits
                                                                  if s in unit.predict})
+    frame.to_parquet(unit.baseline_path, index=False)
+
+
+def score_eval_part(model, tokenizer, unit: UnitConfig) -> float:
+    """competition_score of the model's summaries of the eval part (mid-training, main process)."""
+    import pandas as pd
+
+    from raysum.metrics import score
+
+    refs = pd.read_parquet(unit.epoch_score["references"], columns=["fname", "references"])
+    by_name = {str(f): list(r) for f, r in zip(refs["fname"], refs["references"]) if len(r)}
+    with _generating(model) as model:
+        frame, _ = _predict_splits(model, tokenizer, unit, {"eval": unit.eval_path})
+    frame = frame[frame["fname"].isin(by_name)]
+    return score(frame["text"].tolist(), [by_name[f] for f in frame["fname"]],
+                 tokenizer=unit.epoch_score.get("tokenizer", "kiwi"))["competition_score"]
+
+
+@contextlib.contextmanager
+def _generating(model):
+    """The training model, switched to generation (eval mode, KV cache) and back."""
+    use_cache = model.config.use_cache
+    model.config.use_cache = True
+    model.eval()
+    try:
+        yield model
     finally:
         model.config.use_cache = use_cache
         model.train()
-    frame.to_parquet(unit.baseline_path, index=False)
 
 
 # ---------------------------------------------------------------- train
@@ -381,6 +409,7 @@ def finish(run: UnitRun, train_stats: dict, predictions, generate_s: float, star
     unit, history = run.unit, run.trainer.state.log_history
     losses = [row["loss"] for row in history if "loss" in row]
     eval_losses = [row["eval_loss"] for row in history if "eval_loss" in row]
+    eval_scores = [row["eval_score"] for row in history if "eval_score" in row]
     summary = {
         "status": "done",
         "model": unit.model.name,
@@ -398,6 +427,7 @@ def finish(run: UnitRun, train_stats: dict, predictions, generate_s: float, star
         "train_loss": losses[-1] if losses else None,
         "train_loss_mean": train_stats["train_loss_mean"],
         "eval_loss": eval_losses[-1] if eval_losses else None,
+        **({"eval_score": eval_scores[-1]} if eval_scores else {}),
         "trainable_params": run.trainable_params,
         "total_params": run.total_params,
         "predictions": {split: int(n) for split, n in predictions.groupby("split", sort=False).size().items()},
