@@ -252,10 +252,7 @@ def resume_training_search(path: str | Path, console=None) -> dict:
     from raysum.pipeline._ray import check_resources, cluster_nodes, init_ray
 
     path = Path(path).resolve()
-    file = path / TUNE_DIR / SEARCH_FILE
-    if not file.is_file():
-        raise RaysumError(f"{path} is not a training search directory (no {TUNE_DIR}/{SEARCH_FILE})")
-    request = json.loads(file.read_text(encoding="utf-8"))
+    request = read_request(path)
     cfg = load_resolved(path)
     init_ray(cfg.experiment.ray_address, cfg.experiment.num_cpus)
     check_resources(cfg.models, cluster_nodes())
@@ -266,6 +263,42 @@ def resume_training_search(path: str | Path, console=None) -> dict:
 
 def is_training_search(path: str | Path) -> bool:
     return (Path(path) / TUNE_DIR / SEARCH_FILE).is_file()
+
+
+def read_request(path: Path) -> dict:
+    """What a training search was started with (DIR/tune/training_search.json)."""
+    file = Path(path) / TUNE_DIR / SEARCH_FILE
+    if not file.is_file():
+        raise RaysumError(f"{path} is not a training search directory (no {TUNE_DIR}/{SEARCH_FILE})")
+    return json.loads(file.read_text(encoding="utf-8"))
+
+
+def best_config(cfg, best: Mapping[str, Mapping]):
+    """The search's config with each model's best settings (``best``: model -> {run, params}),
+    ready to train: mode optuna becomes kfold (one model) or full (several: folds and ensemble)."""
+    from raysum.config import model_settings_from_dict
+
+    for model, trial in best.items():
+        source = f"tune:{trial['run']}#{trial['trial_id']}"
+        settings = apply_params(asdict(cfg.models[model]), trial["params"])
+        cfg.models[model] = model_settings_from_dict(settings)
+        cfg.sources.update({f"models.{model}.{key}": source for key in trial["params"]})
+    if cfg.experiment.mode == SEARCH_MODE:
+        cfg.experiment.mode = "kfold" if len(cfg.models) == 1 else "full"
+        cfg.sources["mode"] = "tune: the searched settings, trained on every fold"
+    return cfg
+
+
+def training_best_config(path: Path, best: Mapping[str, Mapping], metric: str) -> str:
+    """best_config.yaml of a training search: complete, loadable by --config."""
+    from raysum.pipeline._experiment import load_resolved
+
+    cfg = best_config(load_resolved(path), best)
+    header = "".join(f"# {model}: best trial {b['trial_id']} of {b['run']}: {metric} {b[metric]:.4f}\n"
+                     for model, b in best.items())
+    header += ("# train it: raysum train --config analysis/best_config.yaml   "
+               "(inspect: raysum config show --config analysis/best_config.yaml)\n")
+    return header + cfg.to_yaml()
 
 
 def _run_search(path: Path, cfg, request: dict, console) -> dict:
@@ -299,6 +332,10 @@ def _run_search(path: Path, cfg, request: dict, console) -> dict:
         started = time.perf_counter()
         results = _tune(path, name, settings, per_model[name]["params"], search, request, concurrent)
         timing[name] = round(time.perf_counter() - started, 2)
+        if results.num_terminated + results.num_errors < request["trials"]:  # Ctrl-C: Tune saved its state
+            raise RaysumError(f"the training search of {name} was interrupted after "
+                              f"{results.num_terminated + results.num_errors} of {request['trials']} trial(s); "
+                              f"finished trials are kept: continue with raysum tune --resume {path}")
         best[name] = _best(results, request["metric"], per_model[name]["params"])
     summary = {"experiment": str(path), **{k: request[k] for k in ("space", "trials", "scheduler", "metric", "seed")},
                "mode": METRICS[request["metric"]], "best": best, "search_s": timing}
