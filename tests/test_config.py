@@ -175,9 +175,9 @@ def test_unknown_flag_is_an_error(capsys):
 
 
 def test_flags_of_later_features_stop_before_any_work(tmp_path, capsys):
-    rc = main(["train", "--models", "tiny-bart", "--mode", "optuna", "--output_dir", str(tmp_path / "out")])
+    rc = main(["train", "--models", "tiny-bart", "--save_visualizations", "--output_dir", str(tmp_path / "out")])
     assert rc == 2
-    assert "--mode optuna (the Ray Tune + Optuna search) is not available yet" in capsys.readouterr().err
+    assert "--save_visualizations is not available yet" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 
