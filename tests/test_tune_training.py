@@ -64,6 +64,15 @@ def ray_shutdown():
     ray.shutdown()
 
 
+def _all_cores_free() -> None:
+    import ray
+
+    deadline = time.time() + 30
+    while ray.available_resources().get("CPU", 0) < ray.cluster_resources()["CPU"] and time.time() < deadline:
+        time.sleep(0.5)
+    assert ray.available_resources().get("CPU", 0) == ray.cluster_resources()["CPU"]
+
+
 # --------------------------------------------------------------------------- bad input
 
 
@@ -140,6 +149,7 @@ def test_search_with_asha_then_analyze_and_the_best_config_reproduces_the_trial(
         per_epoch = [r for r in rows if r.get("epoch") is not None]
         assert per_epoch and all(0 <= r["eval_score"] <= 100 and r["eval_loss"] > 0 for r in per_epoch)
         assert [r["epoch"] for r in per_epoch] == [float(e) for e in range(1, len(per_epoch) + 1)]
+    _all_cores_free()  # trials ASHA stopped gave their worker's core back
     units = sorted((path / "tune" / "units" / "tiny-bart").iterdir())
     assert len(units) == 3
     for unit in units:  # no OOF, dev or test summaries inside a trial

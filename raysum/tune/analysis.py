@@ -121,7 +121,9 @@ def _status(row: pd.Series) -> str:
 
 def _cell(value, digits: int = 4) -> str:
     if isinstance(value, float):
-        return "-" if math.isnan(value) else f"{value:.{digits}f}"
+        if math.isnan(value):
+            return "-"
+        return f"{value:.{digits}f}" if value == 0 or abs(value) >= 0.01 else f"{value:.3g}"  # learning rates
     return "-" if value is None else str(value)
 
 

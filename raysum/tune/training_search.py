@@ -50,6 +50,7 @@ SEARCH_MODE = "optuna"
 METRICS = {"eval_loss": "min", "eval_score": "max"}
 METRIC_ALIASES = {"dev_score": "eval_score"}  # the held-out part plays the dev set of a trial
 TRIAL_RESOURCES = {"cpu": 0, "memory": 1_000_000}  # Tune needs a non-empty request; 1 MB, no CPU
+PLACEMENT_GROUP_KEY = "worker_placement_group"  # reported by a trial's unit (see _worker_groups)
 
 
 def _asha(metric: str, mode: str, max_epochs: int):
@@ -150,13 +151,18 @@ def concurrent_trials(settings, cluster: Mapping, cap: int | None) -> int:
 
 def trial_unit(config: dict) -> None:
     """The Ray Train worker of a trial: the unit, reporting metrics only (Tune needs no
-    copy of the trial's weights; they stay in the unit directory)."""
+    copy of the trial's weights; they stay in the unit directory) and the placement
+    group of its worker group (raysum.tune._worker_groups frees it if Tune stops the trial)."""
     import ray.train
+    from ray.util import get_current_placement_group
 
     from raysum.training import run_unit
 
+    group = get_current_placement_group()
+    where = {PLACEMENT_GROUP_KEY: group.id.hex()} if group is not None else {}
+
     def report(metrics: dict, checkpoint_dir: str | None = None) -> None:
-        ray.train.report(metrics)
+        ray.train.report({**metrics, **where})
 
     run_unit(config, report=report)
 
@@ -353,6 +359,7 @@ def _tune(path: Path, name: str, settings, params: dict[str, Parameter], search:
     from ray import tune
     from ray.tune.search.optuna import OptunaSearch
 
+    from raysum.tune._worker_groups import WorkerGroupRelease
     from raysum.tune.space import to_tune
 
     metric, mode = request["metric"], METRICS[request["metric"]]
@@ -369,7 +376,8 @@ def _tune(path: Path, name: str, settings, params: dict[str, Parameter], search:
                 search_alg=OptunaSearch(metric=metric, mode=mode, seed=request["seed"]),
                 scheduler=SCHEDULERS[request["scheduler"]](metric, mode, max_epochs(settings, params)),
                 num_samples=request["trials"], max_concurrent_trials=concurrent),
-            run_config=tune.RunConfig(name=run_dir.name, storage_path=str(storage), verbose=0, log_to_file=False),
+            run_config=tune.RunConfig(name=run_dir.name, storage_path=str(storage), verbose=0, log_to_file=False,
+                                      callbacks=[WorkerGroupRelease()]),
         )
     return tuner.fit()
 
