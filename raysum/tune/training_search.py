@@ -335,15 +335,27 @@ def _run_search(path: Path, cfg, request: dict, console) -> dict:
         started = time.perf_counter()
         results = _tune(path, name, settings, per_model[name]["params"], search, request, concurrent)
         timing[name] = round(time.perf_counter() - started, 2)
-        if results.num_terminated + results.num_errors < request["trials"]:  # Ctrl-C: Tune saved its state
-            raise RaysumError(f"the training search of {name} was interrupted after "
-                              f"{results.num_terminated + results.num_errors} of {request['trials']} trial(s); "
-                              f"finished trials are kept: continue with raysum tune --resume {path}")
+        ended = ended_trials(path / TUNE_DIR / request["runs"][name])
+        if ended < request["trials"]:  # Ctrl-C: Tune saved its state and stopped
+            raise RaysumError(f"the training search of {name} was interrupted after {ended} of "
+                              f"{request['trials']} trial(s); finished trials are kept: continue with "
+                              f"raysum tune --resume {path}")
         best[name] = _best(results, request["metric"], per_model[name]["params"])
     summary = {"experiment": str(path), **{k: request[k] for k in ("space", "trials", "scheduler", "metric", "seed")},
                "mode": METRICS[request["metric"]], "best": best, "search_s": timing}
     (path / TUNE_DIR / BEST_FILE).write_text(json.dumps(summary, ensure_ascii=False, indent=1), encoding="utf-8")
     return summary
+
+
+def ended_trials(run: Path) -> int:
+    """Trials that Tune's saved state (what a restore continues from) has as finished or errored.
+    After Ctrl-C, Tune marks the trials it stops as terminated in memory but not on disk."""
+    files = sorted(run.glob("experiment_state*.json"), key=lambda f: f.stat().st_mtime)
+    if not files:
+        return 0
+    trials = json.loads(files[-1].read_text(encoding="utf-8"))["trial_data"]
+    states = [json.loads(t[0]) if isinstance(t[0], str) else t[0] for t in trials]
+    return sum(state["status"] in ("TERMINATED", "ERROR") for state in states)
 
 
 def _scaling(settings) -> dict:
