@@ -69,7 +69,8 @@ def test_full_run_writes_every_artifact(experiment, small_data):
     assert pickled == []
 
     cand = pd.read_parquet(experiment / "candidates.parquet")
-    assert list(cand.columns) == ["split", "fname", "model", "fold", "tta", "text", "n_tokens", "logprob"]
+    assert list(cand.columns) == ["split", "fname", "model", "fold", "tta", "decoding", "text", "n_tokens", "logprob"]
+    assert (cand["decoding"] == "d0").all()  # no extra decoding settings asked for
     oof = cand[cand["split"] == "oof"]
     for model in MODELS:  # every training dialogue once per model, by the unit that did not train on it
         rows = oof[oof["model"] == model].merge(folds, on="fname", suffixes=("", "_assigned"))

@@ -1,4 +1,4 @@
-"""The `raysum` command line: train, config show, data check, score, ensemble, predict, tune, analyze."""
+"""The `raysum` command line: train, config show, data check, score, ensemble, predict, tune, analyze, cluster."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 
 from rich.console import Console
 
-from raysum.cli._args import add_search_flags, add_train_flags, given_settings
+from raysum.cli._args import add_search_flags, add_train_flags, given_decoding_space, given_settings
 from raysum.errors import ConfigError, RaysumError
 
 __all__ = ["main", "build_parser"]
@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
                            "candidates, one per core, at most CPUs - 1)")
     tune.add_argument("--tokenizer", default="kiwi", choices=["kiwi", "whitespace"],
                       help="ROUGE tokens (default kiwi)")
+    tune.add_argument("--ensemble_space", default=None, metavar="FILE",
+                      help="with a decoding space: search the ensemble strategy and weights jointly "
+                           "(search_spaces/ensemble.yaml); default: the experiment's own strategy")
     tune.add_argument("--json", action="store_true")
     add_train_flags(tune)  # a training search resolves its config exactly as `raysum train`
     tune.set_defaults(func=_cmd_tune)
@@ -86,6 +89,20 @@ def build_parser() -> argparse.ArgumentParser:
     analyze = sub.add_parser("analyze", help="read a Tune search back: trials table, analysis/best_config.yaml, plots")
     analyze.add_argument("path", metavar="DIR", help="an experiment directory with tune/, or a Tune experiment directory")
     analyze.set_defaults(func=_cmd_analyze)
+    cluster = sub.add_parser("cluster", help="a multi-node Ray cluster on this machine (head + worker nodes)")
+    cluster_sub = cluster.add_subparsers(dest="cluster_command", required=True)
+    cluster_up = cluster_sub.add_parser("up", help="start a head on 127.0.0.1 and worker nodes node_a, node_b, ...")
+    cluster_up.add_argument("--workers", type=int, default=2, help="worker nodes (default 2)")
+    cluster_up.add_argument("--worker_cpus", type=float, default=1, help="logical CPUs per worker (default 1)")
+    cluster_up.add_argument("--head_cpus", type=float, default=0,
+                            help="logical CPUs of the head (default 0: units run on the workers)")
+    cluster_up.add_argument("--port", type=int, default=6379, help="GCS port (default 6379)")
+    cluster_up.add_argument("--dashboard_port", type=int, default=8265, help="dashboard / job API (default 8265)")
+    cluster_down = cluster_sub.add_parser("down", help="stop the nodes `cluster up` started (no other Ray process)")
+    for command in (cluster_up, cluster_down):
+        command.add_argument("--state", default=".raysum-cluster", metavar="DIR",
+                             help="where the cluster's record, token and logs live (default .raysum-cluster)")
+    cluster.set_defaults(func=_cmd_cluster)
     return parser
 
 
@@ -93,7 +110,13 @@ def resolve_from_args(ns: argparse.Namespace):
     from raysum.config.resolve import resolve
     from raysum.config.validate import validate
 
-    return validate(resolve(given_settings(ns), config_file=ns.config, overrides=ns.set))
+    cfg = resolve(given_settings(ns), config_file=ns.config, overrides=ns.set)
+    space = given_decoding_space(ns)
+    if space:
+        from raysum.generation.decodings import apply_decoding_space
+
+        apply_decoding_space(cfg, space.get("decoding_space"), space.get("decoding_trials"))
+    return validate(cfg)
 
 
 def _print_warnings(cfg) -> None:
@@ -121,7 +144,8 @@ def _cmd_train(ns: argparse.Namespace) -> int:
         if search_flags:
             raise ConfigError(f"--resume continues {ns.resume} with the settings it was started with; "
                               f"drop {', '.join(search_flags)}")
-        resume_experiment(ns.resume, given_settings(ns), ns.config, ns.set, console=console)
+        resume_experiment(ns.resume, {**given_settings(ns), **given_decoding_space(ns)}, ns.config, ns.set,
+                          console=console)
         return 0
     cfg = resolve_from_args(ns)
     if cfg.experiment.mode == "optuna":
@@ -194,15 +218,16 @@ def _cmd_predict(ns: argparse.Namespace) -> int:
 
 # Flags each kind of search takes besides --space; anything else given is refused.
 TRAINING_SEARCH_FLAGS = {"trials", "scheduler", "metric", "max_concurrent", "tokenizer", "json", "config", "set"}
-CANDIDATE_SEARCH_FLAGS = {"experiment", "trials", "max_concurrent", "tokenizer", "json", "seed", "num_cpus"}
+CANDIDATE_SEARCH_FLAGS = {"experiment", "trials", "max_concurrent", "tokenizer", "json", "seed", "num_cpus",
+                          "ensemble_space"}
 SEARCH_DEFAULTS = {"tokenizer": "kiwi", "json": False, "set": []}
 
 
 def _given_tune_flags(ns: argparse.Namespace) -> set[str]:
-    flags = {k for k in ("experiment", "resume", "trials", "scheduler", "metric", "max_concurrent", "config")
-             if getattr(ns, k) is not None}
+    flags = {k for k in ("experiment", "resume", "trials", "scheduler", "metric", "max_concurrent", "config",
+                         "ensemble_space") if getattr(ns, k) is not None}
     flags |= {k for k, v in SEARCH_DEFAULTS.items() if getattr(ns, k) != v}
-    return flags | set(given_settings(ns))
+    return flags | set(given_settings(ns)) | set(given_decoding_space(ns))
 
 
 def _refuse_flags(given: set[str], allowed: set[str], why: str) -> None:
@@ -212,7 +237,7 @@ def _refuse_flags(given: set[str], allowed: set[str], why: str) -> None:
 
 
 def _cmd_tune(ns: argparse.Namespace) -> int:
-    from raysum.tune import load_space
+    from raysum.tune.space import load_space
 
     given = _given_tune_flags(ns)
     if ns.resume:
@@ -227,7 +252,7 @@ def _cmd_tune(ns: argparse.Namespace) -> int:
 
 
 def _cmd_tune_training(ns: argparse.Namespace, given: set[str]) -> int:
-    settings = set(given_settings(ns))
+    settings = set(given_settings(ns)) | set(given_decoding_space(ns))
     _refuse_flags(given - settings, TRAINING_SEARCH_FLAGS,
                   f"{ns.space} is a training space: the search trains units in a new experiment directory "
                   "(--output_dir, --experiment_name), it does not read a finished experiment's candidates")
@@ -271,29 +296,41 @@ def _print_training_search(result: dict, as_json: bool) -> int:
 
 
 def _cmd_tune_candidates(ns: argparse.Namespace, given: set[str]) -> int:
-    from raysum.tune.ensemble_search import search_ensemble
+    from raysum.tune.space import load_space
 
     _refuse_flags(given, CANDIDATE_SEARCH_FLAGS,
                   f"{ns.space} searches a finished experiment's cached candidates (--experiment DIR); training "
                   "settings, --config/--set, --scheduler and --metric belong to a training search")
     if ns.experiment is None:
         raise ConfigError(f"{ns.space} searches a finished experiment's candidates: give --experiment DIR")
-    result = search_ensemble(ns.experiment, ns.space, trials=50 if ns.trials is None else ns.trials,
-                             seed=getattr(ns, "seed", None), num_cpus=getattr(ns, "num_cpus", None),
-                             max_concurrent=ns.max_concurrent, tokenizer=ns.tokenizer,
-                             console=None if ns.json else console)
+    options = dict(trials=50 if ns.trials is None else ns.trials, seed=getattr(ns, "seed", None),
+                   num_cpus=getattr(ns, "num_cpus", None), max_concurrent=ns.max_concurrent, tokenizer=ns.tokenizer,
+                   console=None if ns.json else console)
+    if load_space(ns.space).space == "decoding":
+        from raysum.tune.decoding_search import search_decoding
+
+        result = search_decoding(ns.experiment, ns.space, ensemble_space=ns.ensemble_space, **options)
+    elif ns.ensemble_space:
+        raise ConfigError("--ensemble_space joins a decoding search (--space search_spaces/decoding.yaml)")
+    else:
+        from raysum.tune.ensemble_search import search_ensemble
+
+        result = search_ensemble(ns.experiment, ns.space, **options)
     if ns.json:
         print(json.dumps(result, ensure_ascii=False, default=str))
         return 0
     best = result["best"]
     weights = ", ".join(f"{m}={w:.3f}" for m, w in (best["weights"] or {}).items())
     console.print(f"best of {result['trials']} trial(s): {best['strategy']}" + (f" ({weights})" if weights else ""))
+    for model, decoding in best.get("decodings", {}).items():
+        console.print(f"  {model}: {decoding['label']} {decoding['settings']}")
     for label, s in (("OOF (optimised)", result["oof"]), ("dev", result["dev"]),
+                     ("every model's own decoding, dev", (result.get("own_decoding") or {}).get("dev")),
                      (f"best single {result['best_single']['unit']} dev", result["best_single"]["dev"])):
         if s:
             console.print(f"  {label}: competition_score {s['competition_score']:.2f}")
     console.print(f"{result['timing']['trials_per_minute']} trials/minute; wrote {result['tune_run']} and "
-                  f"{result['experiment']}/tune/ensemble_best.json")
+                  f"{result['best_file']}")
     return 0
 
 
@@ -305,6 +342,22 @@ def _cmd_analyze(ns: argparse.Namespace) -> int:
     from raysum.tune.analysis import analyze
 
     analyze(ns.path, console)
+    return 0
+
+
+def _cmd_cluster(ns: argparse.Namespace) -> int:
+    from raysum import cluster
+
+    if ns.cluster_command == "down":
+        stopped = cluster.down(ns.state)
+        console.print(f"stopped {', '.join(stopped) or 'nothing (the nodes had exited)'}")
+        return 0
+    local = cluster.up(ns.state, workers=ns.workers, worker_cpus=ns.worker_cpus, head_cpus=ns.head_cpus,
+                       port=ns.port, dashboard_port=ns.dashboard_port)
+    for node in local.nodes:
+        console.print(f"{node.name}: node {node.node_id}, {node.num_cpus:g} CPU {node.resources or ''}, log {node.log}")
+    exports = " ".join(f"{k}={v}" for k, v in local.client_env().items())
+    console.print(f"dashboard {local.dashboard_url}; for `ray job submit`:\n  export {exports}", soft_wrap=True)
     return 0
 
 

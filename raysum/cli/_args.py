@@ -9,6 +9,8 @@ from raysum.config.schema import ExperimentConfig, field_docs
 
 # Flags only the command line has (not settings).
 EXTRA_TRAIN_FLAGS = ("config", "set", "resume")
+# Flags that fill a setting from a file (decoding_settings drawn from a decoding space).
+DECODING_SPACE_FLAGS = ("decoding_space", "decoding_trials")
 
 
 def add_train_flags(parser: argparse.ArgumentParser) -> None:
@@ -22,9 +24,10 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
         if base is bool:
             kwargs["action"] = "store_true"
         elif typing.get_origin(base) is list:
+            item = typing.get_args(base)[0]
             kwargs["nargs"] = "+"
-            kwargs["type"] = typing.get_args(base)[0]
-            kwargs["metavar"] = name.upper().rstrip("S") if name.endswith("s") else name.upper()
+            kwargs["type"] = _yaml_mapping if item is dict else item
+            kwargs["metavar"] = "YAML" if item is dict else name.upper().rstrip("S") if name.endswith("s") else name.upper()
         else:
             kwargs["type"] = base
         group.add_argument(f"--{name}", **kwargs)
@@ -34,6 +37,24 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override any setting, e.g. --set models.qwen3-4b.gradient_accumulation_steps=10 "
                              "(VALUE is read as YAML); repeatable")
+    parser.add_argument("--decoding_space", default=None, metavar="FILE",
+                        help="draw every model's decoding_settings from this decoding search space "
+                             "(search_spaces/decoding.yaml), seeded by --seed")
+    parser.add_argument("--decoding_trials", type=int, default=None, metavar="K",
+                        help="settings drawn from --decoding_space, 1..3 (default 3)")
+
+
+def _yaml_mapping(text: str) -> dict:
+    """A flag value read as a YAML mapping, e.g. '{num_beams: 1, length_penalty: 1.4}'."""
+    import yaml
+
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise argparse.ArgumentTypeError(f"not valid YAML: {text!r} ({exc})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a mapping like '{{num_beams: 1}}', got {text!r}")
+    return value
 
 
 def add_search_flags(parser: argparse.ArgumentParser, *, required_space: bool = False) -> None:
@@ -57,6 +78,11 @@ def _strip_optional(hint):
         if len(inner) == 1:
             return inner[0]
     return hint
+
+
+def given_decoding_space(ns: argparse.Namespace) -> dict:
+    """--decoding_space / --decoding_trials as given (absent when left out)."""
+    return {k: getattr(ns, k) for k in DECODING_SPACE_FLAGS if getattr(ns, k, None) is not None}
 
 
 def given_settings(ns: argparse.Namespace) -> dict:

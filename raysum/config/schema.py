@@ -62,6 +62,9 @@ class ModelSettings:
     max_length: int = doc("maximum generated summary tokens", 100)
     length_penalty: float = doc("beam-search length penalty", 1.0)
     no_repeat_ngram_size: int = doc("forbid repeating n-grams of this size at generation (0 = off)", 0)
+    decoding_settings: list[dict] = doc(
+        "up to 3 more decoding settings (d1..d3), each a partial override of num_beams, length_penalty, "
+        "no_repeat_ngram_size, max_length; OOF and dev are generated once per setting", default_factory=list)
     generation_batch_size: int = doc("dialogues per generation batch (sorted by length)", 64)
     prompt_template: str = doc(
         "causal LMs: user message of the chat template; {dialogue} is replaced by the dialogue",
@@ -80,7 +83,7 @@ class ModelSettings:
 # Per-model fields that a global flag of the same name sets for every model.
 SHARED_FIELDS = (
     "epochs", "batch_size", "learning_rate", "gradient_accumulation_steps", "warmup_ratio",
-    "num_beams", "max_length",
+    "num_beams", "max_length", "decoding_settings",
 )
 
 MODES = ("single", "kfold", "multi_model", "optuna", "full")
@@ -97,6 +100,9 @@ class ExperimentConfig:
     warmup_ratio: Optional[float] = doc("warmup ratio (every model)", None)
     num_beams: Optional[int] = doc("beams at generation (every model)", None)
     max_length: Optional[int] = doc("maximum generated summary tokens (every model)", None)
+    decoding_settings: Optional[list[dict]] = doc(
+        "up to 3 more decoding settings per unit (every model), e.g. '{num_beams: 1}' '{length_penalty: 1.4}': "
+        "OOF and dev generated once per setting for `raysum tune --space search_spaces/decoding.yaml`", None)
     use_augmentation: bool = doc("add augmented training examples (training part of each fold only)", False)
     augmentation_methods: list[str] = doc("augmentation methods", default_factory=lambda: ["back_translation"])
     augmentation_ratio: float = doc("augmented examples per training example", 0.1)
@@ -114,11 +120,20 @@ class ExperimentConfig:
     save_visualizations: bool = doc("write plots into the experiment's plots/ folder", False)
     experiment_name: str = doc("suffix of the experiment directory name", "experiment")
     seed: int = doc("random seed (sampling, initialisation, training order)", 42)
-    output_dir: str = doc("where experiment directories are created", "outputs")
-    train_data: Optional[str] = doc("training file (csv/jsonl); default: the bundled Korean sample", None)
-    dev_data: Optional[str] = doc("dev file with references; default: the bundled Korean sample", None)
-    test_data: Optional[str] = doc("test file (references optional); default: the bundled Korean sample", None)
-    ray_address: Optional[str] = doc("attach to a Ray cluster (auto or host:port) instead of starting one", None)
+    output_dir: str = doc("where experiment directories are created: a path or file:// URI (on a cluster: "
+                          "storage every node mounts)", "outputs")
+    storage_path: Optional[str] = doc(
+        "Ray Train's storage for the units' runs and reported checkpoints: a path every node reaches or a URI "
+        "(s3://, gs://, file://); default: <experiment dir>/ray", None)
+    max_failures: int = doc("times Ray Train restarts a unit whose worker or node died; it resumes from its last "
+                            "epoch checkpoint", 0)
+    train_data: Optional[str] = doc("training file (csv/jsonl; a path or URI); default: the bundled Korean sample",
+                                    None)
+    dev_data: Optional[str] = doc("dev file with references (path or URI); default: the bundled Korean sample", None)
+    test_data: Optional[str] = doc("test file, references optional (path or URI); default: the bundled Korean sample",
+                                   None)
+    ray_address: Optional[str] = doc("attach to a Ray cluster (auto or host:port) instead of starting one "
+                                     "(RAY_ADDRESS, as set inside `ray job submit`, does the same)", None)
     num_cpus: Optional[int] = doc("logical CPUs of the local Ray instance (default: enough for the units)", None)
 
 

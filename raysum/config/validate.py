@@ -5,6 +5,7 @@ from __future__ import annotations
 from raysum.config.resolve import DEFAULT, ResolvedConfig
 from raysum.config.schema import MODES, ModelSettings
 from raysum.errors import ConfigError
+from raysum.generation.decodings import decoding_problems
 
 from raysum.augment import AUGMENT_METHODS
 from raysum.ensemble import ALIASES as ENSEMBLE_ALIASES
@@ -88,6 +89,7 @@ def _check_globals(cfg: ResolvedConfig, problems: list[str], warnings: list[str]
         problems.append(f"tta_num_aug must be >= 1, got {exp.tta_num_aug}")
     if exp.max_train_samples is not None and exp.max_train_samples <= 0:
         problems.append(f"max_train_samples must be > 0, got {exp.max_train_samples}")
+    problems.extend(_storage_problems(exp))
     if not exp.use_augmentation:
         for key in ("augmentation_methods", "augmentation_ratio"):
             if key in given:
@@ -96,6 +98,30 @@ def _check_globals(cfg: ResolvedConfig, problems: list[str], warnings: list[str]
         for key in ("tta_strategies", "tta_num_aug"):
             if key in given:
                 warnings.append(f"{key} is set but use_tta is off: no TTA happens")
+
+
+def _storage_problems(exp) -> list[str]:
+    """Where the experiment lives: a filesystem path (every node of a cluster reads and writes
+    it), never a job's temporary working directory; Ray Train's storage may be a URI."""
+    import os
+
+    from raysum.storage import local_path, uri_problems
+
+    out = uri_problems(exp.storage_path, "storage_path") if exp.storage_path else []
+    for key in ("train_data", "dev_data", "test_data"):
+        if getattr(exp, key):
+            out += uri_problems(getattr(exp, key), key)
+    output = local_path(exp.output_dir)
+    if output is None:
+        out.append(f"output_dir {exp.output_dir!r}: the experiment directory must be a filesystem path or file:// "
+                   "URI (on a cluster, a mount every node shares: NFS, EFS, Filestore, a gcsfuse/s3 mount); "
+                   "a cloud URI is accepted for --storage_path, where Ray Train keeps the units' checkpoints")
+    elif "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ and not output.is_absolute():
+        out.append(f"output_dir {exp.output_dir!r} is relative: inside a Ray job it would land in the job's "
+                   "temporary copy of the working directory; give an absolute path on shared storage")
+    if exp.max_failures < 0:
+        out.append(f"max_failures must be >= 0, got {exp.max_failures}")
+    return out
 
 
 def model_problems(m: ModelSettings) -> list[str]:
@@ -139,6 +165,7 @@ def model_problems(m: ModelSettings) -> list[str]:
     if m.quantization == "nf4" and m.deepspeed == "zero3":
         out.append("DeepSpeed ZeRO-3 with QLoRA is refused: ZeRO-3 partitions parameters across GPUs, "
                    "which bitsandbytes' packed 4-bit weights cannot be; use zero2 or no quantization")
+    out.extend(decoding_problems(m))
     if m.lora is not None:
         if m.lora.r < 1 or m.lora.alpha <= 0 or not 0 <= m.lora.dropout < 1 or not m.lora.target_modules:
             out.append("lora needs r >= 1, alpha > 0, 0 <= dropout < 1 and at least one target module")

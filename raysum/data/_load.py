@@ -17,6 +17,7 @@ import re
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import pandas as pd
 
@@ -70,7 +71,7 @@ def bundled_data(split: str) -> Path:
 
 def _read(path, require_references: bool) -> tuple[list[Record], DataCheck]:
     check = DataCheck()
-    text, fmt = _read_text(Path(path), check.errors)
+    text, fmt = _read_text(path, check.errors)
     if text is None:
         return [], check
     check.format = fmt
@@ -89,22 +90,31 @@ def _problem_order(problem: Problem) -> tuple[int, int]:
     return (0, 0) if problem.row is None else (1, problem.row)
 
 
-def _read_text(path: Path, errors: list[Problem]) -> tuple[str | None, str | None]:
-    fmt = FORMATS.get(path.suffix.lower())
-    if not path.exists():
-        errors.append(Problem(None, None, f"file not found: {path}"))
+def _read_text(path, errors: list[Problem]) -> tuple[str | None, str | None]:
+    """The file's text: a local path, a file:// URI, or a remote URI read through pyarrow.fs."""
+    from raysum.storage import local_path, read_bytes
+
+    local = local_path(path)
+    fmt = FORMATS.get(Path(urlparse(str(path)).path if local is None else local).suffix.lower())
+    shown = path if local is None else local
+    if local is not None and not local.exists():
+        errors.append(Problem(None, None, f"file not found: {shown}"))
         return None, None
-    if path.is_dir():
-        errors.append(Problem(None, None, f"{path} is a directory, not a dataset file"))
+    if local is not None and local.is_dir():
+        errors.append(Problem(None, None, f"{shown} is a directory, not a dataset file"))
         return None, None
     if fmt is None:
-        errors.append(Problem(None, None, f"unknown file extension {path.suffix or '(none)'!r}: "
+        suffix = Path(str(shown)).suffix
+        errors.append(Problem(None, None, f"unknown file extension {suffix or '(none)'!r}: "
                                           f"expected one of {', '.join(FORMATS)}"))
         return None, None
     try:
-        data = path.read_bytes()
+        data = read_bytes(path)
+    except FileNotFoundError:
+        errors.append(Problem(None, None, f"file not found: {shown}"))
+        return None, None
     except OSError as exc:
-        errors.append(Problem(None, None, f"cannot read {path}: {exc.strerror or exc}"))
+        errors.append(Problem(None, None, f"cannot read {shown}: {exc.strerror or exc}"))
         return None, None
     try:
         text = data.decode("utf-8-sig")

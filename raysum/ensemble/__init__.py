@@ -17,7 +17,7 @@ text level with Korean ROUGE, since the models do not share a tokenizer.
 from raysum.ensemble import stacking, voting, weighted_avg
 from raysum.ensemble._evaluate import best_single_unit, evaluate, score_rows, select, unit_name
 from raysum.ensemble._features import FEATURE_DOCS, candidate_features
-from raysum.ensemble._prepare import Prepared, prepare
+from raysum.ensemble._prepare import Prepared, prepare, subset
 from raysum.ensemble._registry import ALIASES, STRATEGIES, Choice, canonical, register_strategy
 
 register_strategy("voting", voting)
@@ -38,5 +38,6 @@ __all__ = [
     "register_strategy",
     "score_rows",
     "select",
+    "subset",
     "unit_name",
 ]

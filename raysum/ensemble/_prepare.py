@@ -19,7 +19,7 @@ from raysum.metrics import pairwise_rouge_f1, rouge_f1, tokenize_many
 REQUIRED_COLUMNS = ("split", "fname", "model", "text")
 # Candidates are stored in this order; within a pool it is also the tie-break order:
 # among equally good candidates the first one wins.
-ORDER = ["split", "fname", "model", "fold", "tta", "text"]
+ORDER = ["split", "fname", "model", "fold", "tta", "decoding", "text"]
 _MAX_LISTED = 5
 
 
@@ -77,10 +77,12 @@ def _check_candidates(candidates: pd.DataFrame) -> pd.DataFrame:
     table["fold"] = table["fold"].astype("Int64")
     if "tta" not in table:
         table["tta"] = "none"
+    if "decoding" not in table:
+        table["decoding"] = "d0"  # a table from before several decoding settings: the model's own
     if "logprob" not in table:
         table["logprob"] = np.nan
     problems = []
-    for column in ("split", "fname", "model", "tta", "text"):
+    for column in ("split", "fname", "model", "tta", "decoding", "text"):
         bad = ~table[column].map(lambda v: isinstance(v, str))
         if bad.any():
             rows = list(np.flatnonzero(bad.to_numpy())[:_MAX_LISTED])
@@ -173,6 +175,43 @@ def prepare(
         reference_rouge=reference_rouge,
         references_by_split=references_by_split,
         tokenizer=tokenizer,
+    )
+
+
+def subset(prepared: Prepared, keep: np.ndarray) -> Prepared:
+    """The prepared candidates restricted to the rows where ``keep`` (a boolean mask over
+    candidate positions) is true, without tokenizing or scoring again: the pairwise ROUGE
+    of the kept candidates is sliced, their consensus recomputed among themselves. Pools
+    left empty disappear. (The decoding search scores one decoding choice per model so.)"""
+    rows = np.flatnonzero(np.asarray(keep, dtype=bool))
+    if not len(rows):
+        raise ValueError("subset keeps no candidate")
+    table = prepared.candidates.iloc[rows].drop(columns="pool").reset_index(drop=True)
+    pools, pool_of = _pools(table)
+    old_start = prepared.pools["start"].to_numpy()[prepared.pool_of[rows]]
+    local = rows - old_start  # each kept row's position inside its old pool
+    pairwise, consensus = [], np.zeros(len(rows))
+    for pool, start, stop in _ranges(pools):
+        index = local[start:stop]
+        scores = prepared.pairwise[prepared.pool_of[rows[start]]][np.ix_(index, index)]
+        pairwise.append(scores)
+        n = stop - start
+        if n > 1:
+            agreement = scores.mean(axis=2)
+            consensus[start:stop] = (agreement.sum(axis=1) - np.diagonal(agreement)) / (n - 1)
+    table["pool"] = pool_of
+    return Prepared(
+        candidates=table,
+        pools=pools,
+        pool_of=pool_of,
+        tokens=[prepared.tokens[i] for i in rows] if prepared.tokens else [],
+        dialogue_tokens=prepared.dialogue_tokens,
+        pairwise=pairwise,
+        consensus=consensus,
+        dialogue_rouge=prepared.dialogue_rouge[rows],
+        reference_rouge=prepared.reference_rouge[rows],
+        references_by_split=prepared.references_by_split,
+        tokenizer=prepared.tokenizer,
     )
 
 

@@ -62,7 +62,8 @@ def _generate_kwargs(settings, tokenizer, eos_ids: list[int]) -> dict:
     beams = settings.num_beams
     return dict(
         do_sample=False, num_beams=beams, max_new_tokens=settings.max_length,
-        length_penalty=settings.length_penalty, early_stopping=True if beams > 1 else None,
+        # length_penalty only acts on beam scores; greedy search would warn about it.
+        length_penalty=settings.length_penalty if beams > 1 else None, early_stopping=True if beams > 1 else None,
         no_repeat_ngram_size=settings.no_repeat_ngram_size or None,
         # instruct checkpoints ship sampling defaults; beam search ignores them, say so.
         temperature=None, top_p=None, top_k=None,

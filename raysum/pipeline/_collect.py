@@ -13,21 +13,26 @@ from rich.console import Console
 
 from raysum.config.resolve import ResolvedConfig
 from raysum.errors import DataError, RaysumError
+from raysum.generation.decodings import COLUMN as DECODING, DEFAULT as DEFAULT_DECODING, default_decoding
 from raysum.pipeline._experiment import Unit
 from raysum.pipeline._variants import LABEL_MAPS, map_back_labels
 
-CANDIDATE_COLUMNS = ["split", "fname", "model", "fold", "tta", "text", "n_tokens", "logprob"]
+CANDIDATE_COLUMNS = ["split", "fname", "model", "fold", "tta", "decoding", "text", "n_tokens", "logprob"]
 KEYS = ("rouge1", "rouge2", "rougeL", "rouge_sum", "competition_score", "n")
 
 
 def collect_candidates(path: Path, units: list[Unit]) -> pd.DataFrame:
-    """Every unit's generated summaries in one table, `candidates.parquet`."""
+    """Every unit's generated summaries in one table, `candidates.parquet`: every decoding
+    setting's (the `decoding` column; a unit from before it had one generated d0 only)."""
     frames = []
     for unit in units:
         file = path / "units" / unit.model / unit.fold_label / "predictions.parquet"
         if not file.is_file():
             raise RaysumError(f"unit {unit.name} has no predictions ({file})")
-        frames.append(pd.read_parquet(file))
+        frame = pd.read_parquet(file)
+        if DECODING not in frame.columns:
+            frame[DECODING] = DEFAULT_DECODING
+        frames.append(frame)
     candidates = pd.concat(frames, ignore_index=True)[CANDIDATE_COLUMNS]
     candidates["fold"] = candidates["fold"].astype("Int64")
     maps_file = path / "inputs" / LABEL_MAPS
@@ -57,9 +62,11 @@ def _score(rows: pd.DataFrame, refs: dict[str, list[str]]) -> dict | None:
 
 def score_experiment(path: Path, cfg: ResolvedConfig, units: list[Unit], candidates: pd.DataFrame) -> dict:
     """Per unit: OOF, dev (and test where it has references); per model: all folds' OOF
-    together, and the untrained model's dev score. Written to `scores.json`."""
+    together, and the untrained model's dev score; all with the models' own decoding
+    settings (d0). Units with extra decoding settings get `decodings`: each label's
+    settings and OOF/dev scores. Written to `scores.json`."""
     refs = _references(path)
-    plain = candidates[candidates["tta"] == "none"]
+    plain = default_decoding(candidates[candidates["tta"] == "none"])
     scores: dict = {"tokenizer": "kiwi", "units": {}, "models": {}}
     aug_file = path / "inputs" / "augmentation.json"
     augmentation = json.loads(aug_file.read_text(encoding="utf-8")) if aug_file.is_file() else {}
@@ -77,6 +84,9 @@ def score_experiment(path: Path, cfg: ResolvedConfig, units: list[Unit], candida
             entry["node_id"] = meta.get("node_id")
         if unit.fold_label in augmentation:
             entry["augmentation"] = augmentation[unit.fold_label]
+        decodings = _decoding_scores(candidates, unit, meta.get("decodings") if info.is_file() else None, refs)
+        if decodings:
+            entry["decodings"] = decodings
         scores["units"][unit.name] = entry
     for model in cfg.models:
         rows = plain[(plain["model"] == model) & (plain["split"] == "oof")]
@@ -87,6 +97,25 @@ def score_experiment(path: Path, cfg: ResolvedConfig, units: list[Unit], candida
         scores["models"][model] = entry
     (path / "scores.json").write_text(json.dumps(scores, ensure_ascii=False, indent=1), encoding="utf-8")
     return scores
+
+
+def _decoding_scores(candidates: pd.DataFrame, unit: Unit, settings: dict | None, refs: dict) -> dict:
+    """{label: {settings, oof, dev}} of a unit that generated with several decoding settings."""
+    rows = candidates[(candidates["model"] == unit.model) & _fold_mask(candidates, unit.fold)
+                      & (candidates["tta"] == "none")]
+    labels = sorted(rows[DECODING].unique()) if DECODING in rows.columns else []
+    if len(labels) < 2:
+        return {}
+    out = {}
+    for label in labels:
+        mine = rows[rows[DECODING] == label]
+        entry = {"settings": (settings or {}).get(label)}
+        for split in ("oof", "dev"):
+            result = _score(mine[mine["split"] == split], refs[split])
+            if result:
+                entry[split] = result
+        out[label] = entry
+    return out
 
 
 def _fold_mask(df: pd.DataFrame, fold: int | None) -> pd.Series:
@@ -117,10 +146,12 @@ def ensemble_weights(cfg: ResolvedConfig) -> dict[str, float] | None:
 def run_ensembles(path: Path, cfg: ResolvedConfig, candidates: pd.DataFrame, scores: dict,
                   strategies: list[str] | None = None) -> pd.DataFrame:
     """Every ensemble strategy evaluated on OOF and dev next to the best single unit (into
-    scores.json); returns the selections of the configured strategy."""
+    scores.json), on the candidates of the models' own decoding settings (d0); returns the
+    selections of the configured strategy."""
     from raysum.config.validate import ENSEMBLE_STRATEGIES, canonical_strategy
     from raysum.ensemble import evaluate, prepare
 
+    candidates = default_decoding(candidates)
     refs = _references(path)
     references = {"oof": refs["oof"], "dev": refs["dev"]}
     has_oof = (candidates["split"] == "oof").any()
@@ -206,8 +237,9 @@ def predict_new_file(path: Path, test_file: str, output: str | None, ray_address
 
 
 def _oof_candidates(path: Path) -> pd.DataFrame:
-    """The experiment's out-of-fold candidates: what stacking's meta-model learns from."""
-    candidates = pd.read_parquet(path / "candidates.parquet")
+    """The experiment's out-of-fold candidates (the models' own decoding settings): what
+    stacking's meta-model learns from."""
+    candidates = default_decoding(pd.read_parquet(path / "candidates.parquet"))
     return candidates[candidates["split"] == "oof"]
 
 

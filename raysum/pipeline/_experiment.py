@@ -87,10 +87,18 @@ def plan_units(cfg: ResolvedConfig) -> list[Unit]:
     return [Unit(model, fold) for model in cfg.models for fold in folds]
 
 
+def output_root(cfg: ResolvedConfig) -> Path:
+    """--output_dir as an absolute path (a file:// URI is its path): Ray workers and storage
+    do not share our cwd."""
+    from raysum.storage import local_path
+
+    return local_path(cfg.experiment.output_dir).resolve()
+
+
 def create_experiment_dir(cfg: ResolvedConfig) -> Path:
     """A new directory; never reuses one that exists."""
     exp = cfg.experiment
-    root = Path(exp.output_dir).resolve()  # absolute: Ray workers and storage do not share our cwd
+    root = output_root(cfg)
     stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
     path = root / f"{stamp}_{exp.experiment_name}"
     suffix = 2
@@ -111,7 +119,7 @@ def write_experiment_files(path: Path, cfg: ResolvedConfig, data: ExperimentData
     inputs.mkdir(exist_ok=True)
     for split in ("train", "dev", "test"):
         getattr(data, split).to_parquet(inputs / f"{split}.parquet", index=False)
-    cache = Path(cfg.experiment.output_dir).resolve() / ".augmentation"
+    cache = output_root(cfg) / ".augmentation"
     augmentation = {}
     if data.folds is not None:
         data.folds.to_csv(path / "folds.csv", index=False)
@@ -163,9 +171,23 @@ def unit_config(path: Path, cfg: ResolvedConfig, unit: Unit, baseline: bool) -> 
         "eval_path": str(eval_path),
         "predict": predict,
         "baseline_splits": ["dev"] if baseline else [],
-        "tokenizer_cache": str(Path(cfg.experiment.output_dir).resolve() / ".tokenizers"),
+        "tokenizer_cache": str(output_root(cfg) / ".tokenizers"),
         "resume": True,
+        "max_failures": cfg.experiment.max_failures,
     }
+
+
+def ray_storage(path: Path, cfg: ResolvedConfig) -> str:
+    """Ray Train's storage for this experiment's units: --storage_path/<experiment> (a path or
+    URI, so experiments sharing a bucket never share run names), else <experiment>/ray."""
+    root = cfg.experiment.storage_path
+    if not root:
+        return str(path / "ray")
+    from raysum.storage import scheme
+
+    if scheme(root) is None:
+        return str(Path(root).resolve() / path.name)
+    return f"{root.rstrip('/')}/{path.name}"  # a URI goes to Ray Train (pyarrow.fs) as it is
 
 
 def unit_done(unit_dir: Path) -> bool:

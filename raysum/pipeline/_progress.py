@@ -35,7 +35,7 @@ def _unit_state(unit_dir: Path, finished: dict[str, str | None], name: str) -> s
         return "failed" if finished[name] else "done"
     if (unit_dir / "unit.json").is_file():
         return "done"
-    if (unit_dir / "metrics.jsonl").is_file() or (unit_dir / "started").is_file():
+    if (unit_dir / "metrics.jsonl").is_file() or (unit_dir / "attempts.jsonl").is_file():
         return "running"
     return "queued"
 

@@ -25,6 +25,7 @@ TRAIN_ENV = {
     "RAY_TRAIN_ENABLE_STATE_ACTOR_RECONCILIATION": "0",
 }
 CHECKPOINTS_KEPT = 1
+ATTEMPTS_FILE = "attempts.jsonl"
 
 
 def _apply_train_env() -> None:
@@ -104,7 +105,20 @@ def train_unit(config: dict) -> None:
 
     config = dict(config)
     config["node_id"] = ray.get_runtime_context().get_node_id()
+    if ray.train.get_context().get_world_rank() == 0:
+        _record_attempt(Path(config["unit_dir"]), config["node_id"])
     run_unit(config, report=report)
+
+
+def _record_attempt(unit_dir: Path, node_id: str) -> None:
+    """One line per start of the unit's workers (a restart after a node died adds one):
+    where the unit ran, also while it runs."""
+    import json
+    import time
+
+    unit_dir.mkdir(parents=True, exist_ok=True)
+    with (unit_dir / ATTEMPTS_FILE).open("a", encoding="utf-8") as out:
+        out.write(json.dumps({"node_id": node_id, "started_at": time.time()}) + "\n")
 
 
 @dataclass
@@ -116,14 +130,20 @@ class UnitRun:
     ref: Any
 
 
-def launch_unit(name: str, config: dict, settings, storage_path: Path) -> UnitRun:
-    """Start one unit's TorchTrainer.fit() in a zero-CPU task; returns at once."""
+def launch_unit(name: str, config: dict, settings, storage_path: str) -> UnitRun:
+    """Start one unit's TorchTrainer.fit() in a zero-CPU task; returns at once.
+
+    The task is pinned to the driver's node, and Ray Train puts the unit's controller next
+    to it: only the unit's workers go where the resources are, so losing a worker node
+    costs the workers alone, which the controller restarts elsewhere (max_failures)."""
     import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     fit = ray.remote(num_cpus=0, max_retries=0)(_fit_unit)
     env_vars = {k: os.environ.get(k, v) for k, v in TRAIN_ENV.items()}
-    ref = fit.options(name=f"unit:{name}", runtime_env={"env_vars": env_vars}).remote(
-        name, config, _scaling(settings), str(storage_path))
+    here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
+    ref = fit.options(name=f"unit:{name}", runtime_env={"env_vars": env_vars}, scheduling_strategy=here).remote(
+        name, config, _scaling(settings), storage_path)
     return UnitRun(name=name, unit_dir=Path(config["unit_dir"]), ref=ref)
 
 

@@ -23,6 +23,7 @@ from raysum.pipeline._experiment import (
     load_experiment_data,
     load_resolved,
     plan_units,
+    ray_storage,
     unit_config,
     unit_done,
     write_experiment_files,
@@ -129,7 +130,7 @@ def _run_units(path: Path, cfg: ResolvedConfig, console: Console) -> None:
         if unit_done(Path(config["unit_dir"])):
             reused.append(unit.name)
             continue
-        runs.append(launch_unit(unit.name, config, cfg.models[unit.model], path / "ray"))
+        runs.append(launch_unit(unit.name, config, cfg.models[unit.model], ray_storage(path, cfg)))
     if reused:
         console.print(f"reusing {len(reused)} finished unit(s): {', '.join(reused)}")
     failures = watch_units(runs, [u.name for u in units], path, console)

@@ -6,7 +6,7 @@ the fold's out-of-fold part, dev and test. Reads top to bottom:
 Everything goes into `unit_dir`:
     checkpoint/          final weights as safetensors (full model, or the LoRA adapter) + tokenizer
     metrics.jsonl        one row per logging step and per epoch evaluation
-    predictions.parquet  split, fname, model, fold, tta, text, n_tokens, logprob
+    predictions.parquet  split, fname, model, fold, tta, decoding, text, n_tokens, logprob
     unit.json            the summary; status "done" makes a rerun return it without training
     resume/              the last two epoch checkpoints while training (deleted when done)
 
@@ -30,9 +30,12 @@ from typing import Callable, Optional
 
 from raysum.config.schema import ModelSettings, model_settings_from_dict
 from raysum.errors import ConfigError, DataError
+from raysum.generation.decodings import DEFAULT as DEFAULT_DECODING
 
 Report = Callable[[dict, Optional[str]], None]
-PREDICTION_COLUMNS = ("split", "fname", "model", "fold", "tta", "text", "n_tokens", "logprob")
+PREDICTION_COLUMNS = ("split", "fname", "model", "fold", "tta", "decoding", "text", "n_tokens", "logprob")
+# Splits generated once per extra decoding setting (test and TTA variants: the model's own only).
+DECODING_SPLITS = ("oof", "dev")
 
 
 @dataclass
@@ -123,8 +126,8 @@ def run_unit(config: dict, report: Report | None = None) -> dict:
     generate_baseline(run)
     train_stats = train(run)
     save_checkpoint(run)
-    predictions, generate_s = generate(run)
-    summary = finish(run, train_stats, predictions, generate_s, started_at)
+    predictions, timing = generate(run)
+    summary = finish(run, train_stats, predictions, timing, started_at)
     if report is not None:
         main = run.trainer.is_world_process_zero()
         report(_reportable(summary), str(unit.checkpoint_dir) if main else None)
@@ -321,22 +324,38 @@ def save_checkpoint(run: UnitRun) -> None:
 
 # ---------------------------------------------------------------- generate
 def generate(run: UnitRun):
-    """Summaries for every prediction split (main process only), as a DataFrame."""
+    """Summaries for every prediction split with the model's own settings (d0), then OOF
+    and dev once per extra decoding setting (main process only): the table and the
+    seconds each decoding took."""
     import pandas as pd
 
+    from raysum.generation.decodings import decoding_table, with_decoding
+
     if not run.trainer.is_world_process_zero():
-        return pd.DataFrame(columns=list(PREDICTION_COLUMNS)), 0.0
-    return _predict_splits(_model_for_generation(run), run.tokenizer, run.unit, run.unit.predict)
+        return pd.DataFrame(columns=list(PREDICTION_COLUMNS)), {"generate_s": 0.0, "decodings_s": {}}
+    unit, model = run.unit, _model_for_generation(run)
+    frame, generate_s = _predict_splits(model, run.tokenizer, unit, unit.predict)
+    frames, extra_s = [frame], {}
+    splits = {k: v for k, v in unit.predict.items() if k in DECODING_SPLITS}
+    for name, decoding in decoding_table(unit.model).items():
+        if name == DEFAULT_DECODING or not splits:
+            continue
+        frame, extra_s[name] = _predict_splits(model, run.tokenizer, unit, splits, name,
+                                               with_decoding(unit.model, decoding))
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True), {"generate_s": generate_s, "decodings_s": extra_s}
 
 
-def _predict_splits(model, tokenizer, unit: UnitConfig, splits: dict[str, str]):
+def _predict_splits(model, tokenizer, unit: UnitConfig, splits: dict[str, str], decoding: str = DEFAULT_DECODING,
+                    settings: ModelSettings | None = None):
     """Generate for each split's parquet (fname, dialogue); one table in PREDICTION_COLUMNS.
-    A key "dev|paraphrase_1" is the dev split's TTA variant paraphrase_1 (plain "dev": tta none)."""
+    A key "dev|paraphrase_1" is the dev split's TTA variant paraphrase_1 (plain "dev": tta none).
+    ``settings`` (default: the unit's model) decide the decoding labelled ``decoding``."""
     import pandas as pd
 
     from raysum.generation import generate_summaries
 
-    settings, frames = unit.model, []
+    settings, frames = settings or unit.model, []
     started = time.perf_counter()
     for key, path in splits.items():
         split, _, tta = key.partition("|")
@@ -348,6 +367,7 @@ def _predict_splits(model, tokenizer, unit: UnitConfig, splits: dict[str, str]):
         frame.insert(2, "model", settings.name)
         frame.insert(3, "fold", unit.fold)
         frame.insert(4, "tta", tta or "none")
+        frame.insert(5, "decoding", decoding)
         frames.append(frame)
     generate_s = round(time.perf_counter() - started, 3)
     predictions = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(PREDICTION_COLUMNS))
@@ -402,9 +422,11 @@ def _model_for_generation(run: UnitRun):
 
 
 # ---------------------------------------------------------------- finish
-def finish(run: UnitRun, train_stats: dict, predictions, generate_s: float, started_at: float) -> dict:
+def finish(run: UnitRun, train_stats: dict, predictions, timing: dict, started_at: float) -> dict:
     """predictions.parquet and unit.json (written last: a unit is done once it exists)."""
     import torch
+
+    from raysum.generation.decodings import decoding_table
 
     unit, history = run.unit, run.trainer.state.log_history
     losses = [row["loss"] for row in history if "loss" in row]
@@ -418,7 +440,9 @@ def finish(run: UnitRun, train_stats: dict, predictions, generate_s: float, star
         "device": torch.cuda.get_device_name() if run.cuda else "cpu",
         "precision": run.precision,
         "train_s": train_stats["train_s"],
-        "generate_s": generate_s,
+        "generate_s": timing["generate_s"],
+        "decodings": decoding_table(unit.model),
+        "decodings_generate_s": timing["decodings_s"],
         "train_samples": run.train_samples,
         "eval_samples": run.eval_samples,
         "epochs": unit.model.epochs,

@@ -8,10 +8,12 @@ model's run is read; otherwise the newest search under ``tune/``. Written to
 - ``trials.csv``: one row per trial (params, objective, status, time; ``model`` for a
   training search);
 - ``best_config.yaml``: the experiment's complete resolved config with the best trial's
-  settings (a training search: each model's searched settings under ``models``; an
-  ensemble search: ``ensemble_strategy`` and ``ensemble_weights``), accepted by
-  ``raysum train --config`` and ``raysum config show --config``; for a Tune directory
-  outside an experiment, the best trial's params;
+  settings, accepted by ``raysum train --config`` and ``raysum config show --config``: a
+  training search, each model's searched settings under ``models``; an ensemble or
+  decoding search, ``ensemble_strategy`` and ``ensemble_weights`` of the best trial and
+  each model's chosen decoding setting as its own ``num_beams``, ``length_penalty``,
+  ``no_repeat_ngram_size``, ``max_length``; for a Tune directory outside an experiment,
+  the best trial's params;
 - ``objective_over_trials.png``, ``params_vs_objective.png``, ``param_importance.png``
   (Optuna's fANOVA importances on a study rebuilt from the trials); a training search
   of several models writes one set per model (``..._<model>.png``).
@@ -26,6 +28,7 @@ from pathlib import Path
 import pandas as pd
 
 from raysum.errors import RaysumError
+from raysum.tune.decoding_search import DECODING_PREFIX
 from raysum.tune.ensemble_search import METRIC, TUNE_DIR, WEIGHT_PREFIX
 
 ANALYSIS_DIR = "analysis"
@@ -128,29 +131,56 @@ def _cell(value, digits: int = 4) -> str:
 
 
 def best_config_yaml(trials: pd.DataFrame, run: Path) -> str:
-    """The experiment's config with the best trial's ensemble settings, or the best params alone."""
+    """The experiment's config with the best trial's ensemble and decoding settings, or
+    the best params alone (a Tune run outside an experiment)."""
     import yaml
 
     best = trials.loc[trials[METRIC].idxmax()]
     params = {p[len("param/"):]: _native(best[p]) for p in param_columns(trials)}
     experiment = run.parent.parent
-    if "strategy" in params and (experiment / "config.json").is_file():
-        from raysum.ensemble import canonical
+    searched = "strategy" in params or any(k.startswith(DECODING_PREFIX) for k in params)
+    if searched and (experiment / "config.json").is_file():
         from raysum.pipeline._experiment import load_resolved
 
         cfg = load_resolved(experiment)
-        strategy = canonical(params["strategy"])
-        cfg.experiment.ensemble_strategy = strategy
         source = f"tune:{run}"
-        cfg.sources["ensemble_strategy"] = source
-        if strategy == "weighted_avg":
-            cfg.experiment.ensemble_weights = [float(params[f"{WEIGHT_PREFIX}{m}"]) for m in cfg.models]
-            cfg.sources["ensemble_weights"] = source
+        _apply_ensemble(cfg, params, source)
+        _apply_decodings(cfg, params, source)
         header = (f"# best trial of {run}: {METRIC} {best[METRIC]:.4f} (dev {best[DEV_METRIC]:.4f})\n"
                   f"# use: raysum config show --config analysis/best_config.yaml\n")
         return header + cfg.to_yaml()
     return f"# best trial of {run}: {METRIC} {best[METRIC]:.4f}\n" + yaml.safe_dump(
         {"params": params}, allow_unicode=True, sort_keys=False)
+
+
+def _apply_ensemble(cfg, params: dict, source: str) -> None:
+    from raysum.ensemble import canonical
+
+    if "strategy" not in params:
+        return
+    strategy = canonical(params["strategy"])
+    cfg.experiment.ensemble_strategy = strategy
+    cfg.sources["ensemble_strategy"] = source
+    if strategy == "weighted_avg":
+        cfg.experiment.ensemble_weights = [float(params[f"{WEIGHT_PREFIX}{m}"]) for m in cfg.models]
+        cfg.sources["ensemble_weights"] = source
+
+
+def _apply_decodings(cfg, params: dict, source: str) -> None:
+    """The chosen decoding label of each model becomes its own generation settings; its
+    extra settings are cleared (the choice is made: a retrain generates it alone)."""
+    from raysum.generation.decodings import DECODING_KEYS, decoding_table, with_decoding
+
+    chosen = {k[len(DECODING_PREFIX):]: str(v) for k, v in params.items() if k.startswith(DECODING_PREFIX)}
+    if not chosen:
+        return
+    cfg.experiment.decoding_settings = None
+    cfg.sources["decoding_settings"] = source
+    for model, label in chosen.items():
+        settings = cfg.models[model]
+        cfg.models[model] = with_decoding(settings, decoding_table(settings)[label])
+        for name in (*DECODING_KEYS, "decoding_settings"):
+            cfg.sources[f"models.{model}.{name}"] = source
 
 
 def _native(value):

@@ -122,12 +122,21 @@ def _check_stage(space: SearchSpace, candidates: pd.DataFrame, path: Path) -> No
             "a training space is searched by training a unit per trial in a new experiment directory "
             "(raysum tune --space search_spaces/training.yaml --models ...), not on an experiment's candidates")
     if space.space == "decoding":
-        if "decoding" not in candidates.columns or candidates["decoding"].nunique() < 2:
-            raise RaysumError(
-                f"decoding candidates are not available for this experiment ({path}): its candidates table has "
-                "no `decoding` column with several decoding settings, so there is nothing to search on cached "
-                "candidates; search the ensemble instead (--space search_spaces/ensemble.yaml)")
-        raise NotAvailableYet("decoding search over the candidates' `decoding` column is not available yet")
+        raise RaysumError(f"{space.path} is a decoding space: raysum tune searches it with "
+                          "raysum.tune.decoding_search.search_decoding")
+
+
+def stage2_references(path: Path, candidates: pd.DataFrame) -> dict:
+    """{oof, dev: fname -> references} of the experiment; an error without OOF candidates
+    that have references (stage 2 optimises the OOF score, never dev)."""
+    from raysum.pipeline._collect import _references
+
+    refs = _references(path)
+    references = {"oof": refs["oof"], "dev": refs["dev"]}
+    if not ((candidates["split"] == "oof") & candidates["fname"].isin(references["oof"])).any():
+        raise RaysumError(f"{path} has no out-of-fold candidates with references: the search optimises the OOF "
+                          "score (never dev); run the experiment with k_folds >= 2")
+    return references
 
 
 def _init_ray(num_cpus: int | None) -> None:
@@ -146,7 +155,8 @@ def search_ensemble(experiment: str | Path, space_path: str | Path, *, trials: i
                     console=None) -> dict:
     """Run the stage-2 search; returns (and writes to DIR/tune/ensemble_best.json) the best trial."""
     from raysum.ensemble import best_single_unit, canonical, prepare
-    from raysum.pipeline._collect import _dialogues, _references
+    from raysum.generation.decodings import default_decoding
+    from raysum.pipeline._collect import _dialogues
     from raysum.pipeline._experiment import load_resolved
 
     path = Path(experiment)
@@ -159,12 +169,9 @@ def search_ensemble(experiment: str | Path, space_path: str | Path, *, trials: i
     models = list(cfg.models)
     param_space = to_tune(space, models)
     seed = cfg.experiment.seed if seed is None else seed
-    refs = _references(path)
-    references = {"oof": refs["oof"], "dev": refs["dev"]}
-    candidates = candidates[candidates["split"].isin(SPLITS)]
-    if not ((candidates["split"] == "oof") & candidates["fname"].isin(references["oof"])).any():
-        raise RaysumError(f"{path} has no out-of-fold candidates with references: the search optimises the OOF "
-                          "score (never dev); run the experiment with k_folds >= 2")
+    # The ensemble of the models' own decoding settings; other settings: the decoding search.
+    candidates = default_decoding(candidates[candidates["split"].isin(SPLITS)])
+    references = stage2_references(path, candidates)
 
     started = time.perf_counter()
     prepared = prepare(candidates, _dialogues(path), references_by_split=references, tokenizer=tokenizer)
@@ -191,6 +198,7 @@ def search_ensemble(experiment: str | Path, space_path: str | Path, *, trials: i
         "experiment": str(path),
         "space": str(space_path),
         "tune_run": str(path / TUNE_DIR / run_name),
+        "best_file": str(path / TUNE_DIR / BEST_FILE),
         "metric": METRIC,
         "mode": "max",
         "seed": seed,
@@ -209,7 +217,7 @@ def search_ensemble(experiment: str | Path, space_path: str | Path, *, trials: i
 
 
 def _run_tune(objective, param_space: dict, *, trials: int, seed: int, num_cpus, max_concurrent, storage: Path,
-              name: str):
+              name: str, trial=ensemble_trial):
     from ray import tune
     from ray.tune.search.optuna import OptunaSearch
 
@@ -220,7 +228,7 @@ def _run_tune(objective, param_space: dict, *, trials: int, seed: int, num_cpus,
     declared = int(ray.cluster_resources().get("CPU", 2))
     concurrent = max_concurrent or max(1, min(declared - 1, os.cpu_count() or 1))
     searcher = OptunaSearch(metric=METRIC, mode="max", seed=seed)
-    trainable = tune.with_resources(tune.with_parameters(ensemble_trial, objective=objective), {"cpu": 1})
+    trainable = tune.with_resources(tune.with_parameters(trial, objective=objective), {"cpu": 1})
     storage.mkdir(parents=True, exist_ok=True)
     tuner = tune.Tuner(
         trainable,

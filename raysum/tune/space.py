@@ -289,3 +289,37 @@ def to_optuna(space: SearchSpace, models: list[str]) -> dict:
         else:
             out[key] = CategoricalDistribution(list(p.values))
     return out
+
+
+def sample(parameters: dict[str, Parameter], rng) -> dict:
+    """One concrete value per parameter, drawn with numpy's ``rng`` (floats to 3 decimals)."""
+    out = {}
+    for name, p in parameters.items():
+        if p.kind == "choice":
+            value = p.values[int(rng.integers(len(p.values)))]
+        elif p.kind == "int":
+            value = p.low + p.step * int(rng.integers((p.high - p.low) // p.step + 1))
+        elif p.kind == "loguniform":
+            value = round(float(math.exp(rng.uniform(math.log(p.low), math.log(p.high)))), 3)
+        else:
+            value = round(float(rng.uniform(p.low, p.high)), 3)
+        out[name] = value.item() if hasattr(value, "item") else value
+    return out
+
+
+def admits(p: Parameter, value) -> bool:
+    """Whether ``value`` lies in the parameter's range (choice: among its values)."""
+    if p.kind == "choice":
+        return value in p.values
+    if not _is_number(value):
+        return False
+    if p.kind == "int":
+        return p.low <= value <= p.high and float(value).is_integer() and (int(value) - p.low) % p.step == 0
+    return p.low <= value <= p.high
+
+
+def admitted(space: SearchSpace, model: str, settings: dict) -> bool:
+    """Whether concrete ``settings`` lie inside ``space`` for ``model`` (its own block beats
+    the global parameters; a key the space does not name is not restricted)."""
+    parameters = {**space.parameters, **space.models.get(model, {})}
+    return all(admits(p, settings[name]) for name, p in parameters.items() if name in settings)

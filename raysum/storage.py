@@ -1,0 +1,59 @@
+"""Paths and URIs: where data is read from and where Ray Train keeps unit runs on a cluster.
+
+A local path or a `file://` URI is a filesystem path (on a multi-node cluster it must be
+on storage every node mounts). Other URIs (`s3://`, `gs://`, `hdfs://`, `abfs://`) go
+through pyarrow's filesystems, the layer Ray Train itself uses for `storage_path`; only
+`file://` can be exercised without a cloud account, the others are passed on unchanged.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+_SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
+# Schemes pyarrow.fs.FileSystem.from_uri resolves (file is handled here as a path).
+REMOTE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")
+
+
+def scheme(text: str) -> str | None:
+    match = _SCHEME.match(str(text))
+    return match.group(1).lower() if match else None
+
+
+def local_path(text: str | Path) -> Path | None:
+    """The filesystem path of a plain path or a file:// URI; None for a remote URI."""
+    kind = scheme(str(text))
+    if kind is None:
+        return Path(text)
+    if kind == "file":
+        return Path(unquote(urlparse(str(text)).path))
+    return None
+
+
+def uri_problems(text: str, what: str) -> list[str]:
+    """Why `text` cannot be a storage location (unknown scheme); checked without network access."""
+    kind = scheme(text)
+    if kind is None or kind == "file" or kind in REMOTE_SCHEMES:
+        return []
+    return [f"{what} {text!r}: unknown URI scheme {kind!r}; use a path, file://, or one of "
+            f"{', '.join(s + '://' for s in REMOTE_SCHEMES)}"]
+
+
+def read_bytes(text: str | Path) -> bytes:
+    """The bytes of a file given as a path or URI (remote URIs through pyarrow.fs).
+    Raises FileNotFoundError or OSError like a local read."""
+    path = local_path(text)
+    if path is not None:
+        return path.read_bytes()
+    from pyarrow import fs
+
+    filesystem, inner = fs.FileSystem.from_uri(str(text))
+    info = filesystem.get_file_info(inner)
+    if info.type == fs.FileType.NotFound:
+        raise FileNotFoundError(str(text))
+    if info.type == fs.FileType.Directory:
+        raise IsADirectoryError(str(text))
+    with filesystem.open_input_stream(inner) as stream:
+        return stream.read()
