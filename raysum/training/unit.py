@@ -272,12 +272,10 @@ def _generating(model):
 # ---------------------------------------------------------------- train
 def train(run: UnitRun) -> dict:
     """Run the trainer, continuing from the last intermediate checkpoint when resuming."""
-    from transformers.trainer_utils import get_last_checkpoint
-
     unit = run.unit
     checkpoint = None
     if unit.resume and unit.resume_dir.is_dir():
-        checkpoint = get_last_checkpoint(str(unit.resume_dir))
+        checkpoint = last_complete_checkpoint(unit.resume_dir, remove_others=run.trainer.is_world_process_zero())
     if run.trainer.is_world_process_zero():
         if checkpoint is None:
             shutil.rmtree(unit.resume_dir, ignore_errors=True)
@@ -288,6 +286,18 @@ def train(run: UnitRun) -> dict:
     result = run.trainer.train(resume_from_checkpoint=checkpoint)
     return {"train_s": round(time.perf_counter() - started, 3), "steps": result.global_step,
             "train_loss_mean": result.training_loss, "resumed_from_step": _checkpoint_step(checkpoint)}
+
+
+def last_complete_checkpoint(resume_dir: Path, remove_others: bool = False) -> str | None:
+    """The newest epoch checkpoint whose save finished: the Trainer writes trainer_state.json
+    last, so a unit killed while saving leaves a directory without it (removed here by the
+    main process: resuming from it fails and the Trainer's rotation would count it)."""
+    checkpoints = [p for p in resume_dir.glob("checkpoint-*") if p.is_dir() and p.name.rsplit("-", 1)[-1].isdigit()]
+    complete = [p for p in checkpoints if (p / "trainer_state.json").is_file()]
+    if remove_others:
+        for partial in set(checkpoints) - set(complete):
+            shutil.rmtree(partial, ignore_errors=True)
+    return str(max(complete, key=lambda p: _checkpoint_step(str(p)))) if complete else None
 
 
 def _checkpoint_step(checkpoint: str | None) -> int:
