@@ -45,7 +45,7 @@ def only_dir(root: Path) -> Path:
 
 def trial_states(run: Path) -> dict[str, str]:
     """trial_id -> status from Tune's newest experiment state file."""
-    files = sorted(run.glob("experiment_state*.json"), key=lambda p: p.stat().st_mtime)
+    files = sorted(run.glob("experiment_state*.json"))  # named by creation time
     if not files:
         return {}
     try:

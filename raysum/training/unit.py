@@ -120,6 +120,9 @@ def run_unit(config: dict, report: Report | None = None) -> dict:
     unit = UnitConfig.from_dict(config)
     finished = read_finished_unit(unit.unit_dir)
     if finished is not None:
+        if report is not None:  # its end report (a caller interrupted before it arrived asks again)
+            main = int(os.environ.get("RANK", "0")) == 0
+            report(_reportable(finished), str(unit.checkpoint_dir) if main else None)
         return finished
     started_at = time.time()
     run = setup(unit, report)

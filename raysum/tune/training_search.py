@@ -350,7 +350,7 @@ def _run_search(path: Path, cfg, request: dict, console) -> dict:
 def ended_trials(run: Path) -> int:
     """Trials that Tune's saved state (what a restore continues from) has as finished or errored.
     After Ctrl-C, Tune marks the trials it stops as terminated in memory but not on disk."""
-    files = sorted(run.glob("experiment_state*.json"), key=lambda f: f.stat().st_mtime)
+    files = sorted(run.glob("experiment_state*.json"))  # named by creation time, like Tune picks the newest
     if not files:
         return 0
     trials = json.loads(files[-1].read_text(encoding="utf-8"))["trial_data"]
