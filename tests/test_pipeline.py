@@ -32,7 +32,7 @@ def _train_args(out: Path, data: dict, *extra: str) -> list[str]:
     return ["train", "--mode", "full", "--models", *MODELS, "--k_folds", "2", "--fold_seed", "7",
             "--max_train_samples", "120", "--epochs", "1", "--num_beams", "2", "--max_length", "24",
             "--dev_data", data["dev"], "--test_data", data["test"], "--experiment_name", "e2e", "--seed", "3",
-            "--num_cpus", "4", "--output_dir", str(out), *extra]
+            "--num_cpus", "4", "--save_visualizations", "--output_dir", str(out), *extra]
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +99,37 @@ def test_full_run_writes_every_artifact(experiment, small_data):
     assert all(summary in pools[fname] for fname, summary in zip(submission["fname"], submission["summary"]))
 
 
+def test_report_plots_and_tensorboard_events_per_unit(experiment):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from raysum.report import CHECKS, PLOTS
+
+    report = (experiment / "report.md").read_text(encoding="utf-8")
+    scores = json.loads((experiment / "scores.json").read_text())
+    for name, unit in scores["units"].items():  # the report's numbers are scores.json's
+        dev = unit["dev"]
+        assert (f"| {name} | dev | {dev['rouge1']:.4f} | {dev['rouge2']:.4f} | {dev['rougeL']:.4f} | "
+                f"{dev['rouge_sum']:.4f} | {dev['competition_score']:.2f} | {dev['n']} |") in report
+    assert all(f"({name})" in report for name in CHECKS)
+    plots = {p.name for p in (experiment / "plots").glob("*.png")}
+    assert plots == set(PLOTS)  # k-fold run with evaluation: every plot has data
+    assert all(f"](plots/{name})" in report for name in plots)
+    for model in MODELS:
+        for fold in (0, 1):
+            events = experiment / "tensorboard" / f"{model}_fold{fold}"
+            assert list(events.glob("events.out.tfevents.*"))
+            acc = EventAccumulator(str(events))
+            acc.Reload()
+            tags = set(acc.Tags()["scalars"])
+            assert {"train/loss", "train/learning_rate", "train/grad_norm", "eval/loss", "dev/competition_score"} <= tags
+            metrics = [json.loads(line) for line in (experiment / "units" / model / f"fold{fold}" / "metrics.jsonl")
+                       .read_text().splitlines()]
+            losses = [m["loss"] for m in metrics if "loss" in m]
+            assert [e.value for e in acc.Scalars("train/loss")] == pytest.approx(losses, rel=1e-6)
+            dev = scores["units"][f"{model}/fold{fold}"]["dev"]["competition_score"]
+            assert acc.Scalars("dev/competition_score")[-1].value == pytest.approx(dev, rel=1e-6)
+
+
 def test_units_ran_concurrently(experiment):
     spans = []
     for info in experiment.glob("units/*/fold*/unit.json"):
@@ -114,12 +145,14 @@ def test_in_process_unit_gives_the_same_artifacts(experiment, tmp_path):
     import torch
 
     from raysum.pipeline._experiment import load_resolved, plan_units, unit_config
+    from raysum.pipeline._ray import ATTEMPTS_FILE
     from raysum.training import run_unit
 
     cfg = load_resolved(experiment)
     unit = plan_units(cfg)[0]
     config = unit_config(experiment, cfg, unit, baseline=False)
     config["unit_dir"] = str(tmp_path / "unit")
+    config["tracking_dir"] = str(tmp_path / "tensorboard")  # leave the experiment's event files alone
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in a 1-CPU Ray worker
     try:
@@ -130,7 +163,8 @@ def test_in_process_unit_gives_the_same_artifacts(experiment, tmp_path):
     ray_side = pd.read_parquet(experiment / "units" / unit.model / unit.fold_label / "predictions.parquet")
     assert ours[["split", "fname", "text", "n_tokens"]].equals(ray_side[["split", "fname", "text", "n_tokens"]])
     assert sorted(p.name for p in (tmp_path / "unit").iterdir()) == sorted(
-        p.name for p in (experiment / "units" / unit.model / unit.fold_label).iterdir() if p.name != "baseline.parquet")
+        p.name for p in (experiment / "units" / unit.model / unit.fold_label).iterdir()
+        if p.name not in ("baseline.parquet", ATTEMPTS_FILE))  # attempts: where Ray started the unit
 
 
 def test_resume_reuses_finished_units(experiment, capsys):

@@ -1,4 +1,5 @@
-"""The `raysum` command line: train, config show, data check, score, ensemble, predict, tune, analyze, cluster."""
+"""The `raysum` command line: train, config show, data check, score, ensemble, predict, tune, analyze, report,
+cluster."""
 
 from __future__ import annotations
 
@@ -103,6 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--state", default=".raysum-cluster", metavar="DIR",
                              help="where the cluster's record, token and logs live (default .raysum-cluster)")
     cluster.set_defaults(func=_cmd_cluster)
+
+    report = sub.add_parser("report", help="write DIR/report.md and the plots in DIR/plots/ for an experiment "
+                                           "(--format html: also a self-contained DIR/report.html)")
+    report.add_argument("path", metavar="DIR", help="an experiment directory")
+    report.add_argument("--format", nargs="+", default=["md"], choices=["md", "html"],
+                        help="md (report.md, always written) and/or html (report.html, images inlined)")
+    report.set_defaults(func=_cmd_report)
     return parser
 
 
@@ -358,6 +366,16 @@ def _cmd_cluster(ns: argparse.Namespace) -> int:
         console.print(f"{node.name}: node {node.node_id}, {node.num_cpus:g} CPU {node.resources or ''}, log {node.log}")
     exports = " ".join(f"{k}={v}" for k, v in local.client_env().items())
     console.print(f"dashboard {local.dashboard_url}; for `ray job submit`:\n  export {exports}", soft_wrap=True)
+    return 0
+
+
+def _cmd_report(ns: argparse.Namespace) -> int:
+    from raysum.report import write_report
+
+    files = write_report(ns.path, plots=True, formats=tuple(ns.format))
+    plots = [f for f in files if f.suffix == ".png"]
+    console.print(f"wrote {len(plots)} plots in {plots[0].parent if plots else '-'}; "
+                  + ", ".join(str(f) for f in files if f.suffix != ".png"))
     return 0
 
 

@@ -117,7 +117,13 @@ class ExperimentConfig:
     tta_strategies: list[str] = doc("TTA variants", default_factory=lambda: ["paraphrase"])
     tta_num_aug: int = doc("variants per TTA strategy", 1)
     max_train_samples: Optional[int] = doc("seeded random sample of the training data (null = all)", None)
-    save_visualizations: bool = doc("write plots into the experiment's plots/ folder", False)
+    save_visualizations: bool = doc(
+        "write plots into the experiment's plots/ folder and embed them in report.md "
+        "(report.md itself is always written; `raysum report DIR` writes plots for any experiment)", False)
+    tracking: list[str] = doc(
+        "experiment trackers of each unit: tensorboard (event files in DIR/tensorboard/<model>_<fold>/), "
+        "mlflow (needs the mlflow package; DIR/mlruns unless MLFLOW_TRACKING_URI is set), or none",
+        default_factory=lambda: ["tensorboard"])
     experiment_name: str = doc("suffix of the experiment directory name", "experiment")
     seed: int = doc("random seed (sampling, initialisation, training order)", 42)
     output_dir: str = doc("where experiment directories are created: a path or file:// URI (on a cluster: "

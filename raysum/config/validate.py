@@ -83,6 +83,9 @@ def _check_globals(cfg: ResolvedConfig, problems: list[str], warnings: list[str]
     for name in exp.tta_strategies:
         if name not in TTA_STRATEGIES:
             problems.append(f"TTA strategy {name!r} is unknown; choose from {', '.join(TTA_STRATEGIES)}")
+    from raysum.training.tracking import tracking_problems
+
+    problems.extend(tracking_problems(list(exp.tracking)))
     if not exp.augmentation_ratio > 0:
         problems.append(f"augmentation_ratio must be > 0, got {exp.augmentation_ratio}")
     if exp.tta_num_aug < 1:

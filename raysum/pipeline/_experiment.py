@@ -20,6 +20,7 @@ import pandas as pd
 from raysum.config.resolve import ResolvedConfig
 from raysum.config.validate import FOLD_MODES
 from raysum.errors import DataError, RaysumError
+from raysum.training.tracking import tracking_dir
 from raysum.pipeline._variants import (
     augment_training_part,
     tta_predict_paths,
@@ -174,6 +175,8 @@ def unit_config(path: Path, cfg: ResolvedConfig, unit: Unit, baseline: bool) -> 
         "tokenizer_cache": str(output_root(cfg) / ".tokenizers"),
         "resume": True,
         "max_failures": cfg.experiment.max_failures,
+        "tracking": list(cfg.experiment.tracking),
+        "tracking_dir": str(tracking_dir(path, unit.model, unit.fold_label)),
     }
 
 

@@ -28,7 +28,8 @@ def optimizer_steps(settings, num_examples: int, world_size: int = 1) -> int:
 
 
 def training_arguments_kwargs(settings, output_dir: str | Path, *, num_examples: int, has_eval: bool,
-                              precision: str, cuda: bool, seed: int, world_size: int = 1) -> dict:
+                              precision: str, cuda: bool, seed: int, world_size: int = 1,
+                              run_name: str | None = None) -> dict:
     """Keyword arguments of `transformers.TrainingArguments` for one unit."""
     total_steps = optimizer_steps(settings, num_examples, world_size)
     arguments = dict(
@@ -57,7 +58,8 @@ def training_arguments_kwargs(settings, output_dir: str | Path, *, num_examples:
         logging_strategy="steps",
         logging_steps=max(1, total_steps // 25),
         logging_first_step=True,
-        report_to="none",
+        report_to="none",  # trackers are added as callbacks (raysum.training.tracking)
+        run_name=run_name,
         disable_tqdm=True,
         remove_unused_columns=False,
         dataloader_num_workers=0,

@@ -54,6 +54,8 @@ class UnitConfig:
     baseline_splits: list = field(default_factory=list)
     node_id: Optional[str] = None
     max_failures: int = 0
+    tracking: list = field(default_factory=list)
+    tracking_dir: Optional[str] = None
     # {"references": parquet of fname, references; "tokenizer": kiwi|whitespace}: after each
     # epoch's evaluation the eval part is summarised and scored (a Tune search's dev_score).
     epoch_score: Optional[dict] = None
@@ -61,7 +63,7 @@ class UnitConfig:
     @classmethod
     def from_dict(cls, config: dict) -> "UnitConfig":
         known = {"unit_dir", "model", "train_path", "seed", "fold", "eval_path", "predict", "tokenizer_cache", "resume",
-                 "baseline_splits", "node_id", "max_failures", "epoch_score"}
+                 "baseline_splits", "node_id", "max_failures", "tracking", "tracking_dir", "epoch_score"}
         problems = [f"unknown unit setting {k!r}" for k in config if k not in known]
         problems += [f"unit setting {k!r} is required" for k in ("unit_dir", "model", "train_path") if k not in config]
         if problems:
@@ -72,6 +74,10 @@ class UnitConfig:
         values["model"] = model if isinstance(model, ModelSettings) else model_settings_from_dict(model)
         values["predict"] = {k: v for k, v in (values.get("predict") or {}).items() if v}
         return cls(**values)
+
+    @property
+    def name(self) -> str:
+        return f"{self.model.name}/{'full' if self.fold is None else f'fold{self.fold}'}"
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -195,12 +201,15 @@ def build_trainer(unit: UnitConfig, model, tokenizer, train_set, eval_set, preci
     from raysum.training.arguments import build_training_arguments
     from raysum.training.callbacks import EpochReport, EpochScore, MetricsLog
     from raysum.training.collators import make_collator
+    from raysum.training.tracking import tracking_callbacks
 
     settings = unit.model
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     args = build_training_arguments(settings, unit.resume_dir, num_examples=len(train_set), has_eval=eval_set is not None,
-                                    precision=precision, cuda=cuda, seed=unit.seed, world_size=world_size)
+                                    precision=precision, cuda=cuda, seed=unit.seed, world_size=world_size,
+                                    run_name=unit.name)
     callbacks = [MetricsLog(unit.metrics_path, settings.batch_size * settings.gradient_accumulation_steps * world_size)]
+    callbacks += tracking_callbacks(unit.tracking, unit.tracking_dir, unit.name)
     if unit.epoch_score and eval_set is not None:
         callbacks.append(EpochScore(lambda model: score_eval_part(model, tokenizer, unit)))
     if report is not None:
@@ -283,6 +292,8 @@ def train(run: UnitRun) -> dict:
         if checkpoint is None:
             shutil.rmtree(unit.resume_dir, ignore_errors=True)
             unit.metrics_path.unlink(missing_ok=True)
+            if unit.tracking_dir:  # events of an attempt that left no checkpoint
+                shutil.rmtree(unit.tracking_dir, ignore_errors=True)
         else:
             _drop_metrics_after(unit.metrics_path, _checkpoint_step(checkpoint))
     started = time.perf_counter()

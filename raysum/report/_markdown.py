@@ -1,0 +1,325 @@
+"""report.md: the experiment told from its own files, one function per section.
+
+Numbers keep the scale of the files they come from: ROUGE F1 and rouge_sum as in
+scores.json (0-1, 4 decimals), the competition score 0-100 (2 decimals), losses with 4
+decimals, seconds with 2.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+
+from raysum.report._checks import run_checks
+from raysum.report._load import ExperimentRecord, UnitRecord
+from raysum.report._plots import PLOTS, PLOTS_DIR, best_single_unit
+
+SCORE_KEYS = ("rouge1", "rouge2", "rougeL", "rouge_sum", "competition_score")
+SCORE_HEADER = ["R1", "R2", "RL", "rouge_sum", "competition_score"]
+
+
+# --------------------------------------------------------------------------- formatting
+def f4(value) -> str:
+    return "-" if value is None or pd.isna(value) else f"{value:.4f}"
+
+
+def f2(value) -> str:
+    return "-" if value is None or pd.isna(value) else f"{value:.2f}"
+
+
+def score_cells(scores: dict | None) -> list[str]:
+    if not scores:
+        return ["-"] * len(SCORE_KEYS)
+    return [f4(scores.get(k)) for k in SCORE_KEYS[:-1]] + [f2(scores.get("competition_score"))]
+
+
+def table(header: list[str], rows: list[list]) -> str:
+    def cell(value) -> str:
+        return str(value).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _clock(ts: float | None) -> str:
+    return "-" if ts is None else datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _offset(ts: float | None, origin: float | None) -> str:
+    if ts is None or origin is None:
+        return "-"
+    seconds = int(round(ts - origin))
+    return f"+{seconds // 60:02d}:{seconds % 60:02d}"
+
+
+def _value(value) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(map(str, value)) + "]"
+    return "null" if value is None else str(value)
+
+
+# --------------------------------------------------------------------------- sections
+def header_section(record: ExperimentRecord, findings: int) -> str:
+    done = sum(u.done for u in record.units)
+    submission = record.scores.get("submission", {})
+    lines = [
+        f"# Experiment report: {record.path.name}",
+        "",
+        f"- mode: {record.setting('mode')}; models: {', '.join(record.models)}; "
+        f"units finished: {done} of {len(record.units)}",
+        f"- created: {_clock(record.run.get('created'))}",
+        f"- submission: {submission.get('reason', 'not written (the experiment did not finish)')}",
+        f"- automatic checks: {findings} finding(s), see [Checks](#checks)",
+        "",
+        f"Every number below is read from this directory's files (config.json, run.json, "
+        f"units/*/unit.json and metrics.jsonl, scores.json, candidates.parquet). ROUGE: Korean ROUGE F1 with "
+        f"{record.tokenizer} tokens on a 0-1 scale, rouge_sum = R1+R2+RL; competition score = "
+        f"(R1+R2+RL)/3 x 100 on a 0-100 scale. OOF = out-of-fold: a unit's summaries of the training "
+        f"dialogues it did not train on.",
+    ]
+    return "\n".join(lines)
+
+
+def command_section(record: ExperimentRecord) -> str:
+    argv = record.run.get("command_line") or []
+    lines = ["## Command line", "", "```bash", shlex.join(argv) if argv else "(not recorded)", "```"]
+    for kind in ("warnings", "notes"):
+        for item in record.run.get(kind) or []:
+            lines.append(f"- {kind[:-1]}: {item}")
+    return "\n".join(lines)
+
+
+def _leaves(node: dict, prefix: str = "") -> dict[str, dict]:
+    out = {}
+    for key, value in node.items():
+        if isinstance(value, dict) and set(value) == {"value", "source"}:
+            out[prefix + key] = value
+        elif isinstance(value, dict):
+            out.update(_leaves(value, f"{prefix}{key}."))
+    return out
+
+
+def config_section(record: ExperimentRecord) -> str:
+    glob = _leaves({k: v for k, v in record.config.items() if k != "models"})
+    lines = ["## Configuration", "",
+             "Precedence: default < model preset < experiment file (--config) < command line (cli). "
+             "Each value with the layer that set it.", "", "### Global settings", "",
+             table(["setting", "value", "source"], [[k, _value(v["value"]), v["source"]] for k, v in glob.items()])]
+    per_model = {m: _leaves(record.config["models"][m]) for m in record.models}
+    keys = list(dict.fromkeys(k for leaves in per_model.values() for k in leaves))
+    rows = [[key] + [f"{_value(per_model[m][key]['value'])} ({per_model[m][key]['source']})" if key in per_model[m]
+                     else "-" for m in record.models] for key in keys]
+    lines += ["", "### Per model (value (source))", "", table(["setting", *record.models], rows)]
+    return "\n".join(lines)
+
+
+def _length_cells(texts: pd.Series) -> list[str]:
+    lengths = texts.astype(str).str.len()
+    return [f"{lengths.mean():.1f}", f"{lengths.median():.0f}", f"{lengths.max():.0f}"] if len(lengths) else ["-"] * 3
+
+
+def data_section(record: ExperimentRecord) -> str:
+    rows = []
+    for split in ("train", "dev", "test"):
+        frame = record.inputs(split)
+        if frame is None:
+            continue
+        n_refs = frame["references"].map(len) if "references" in frame else pd.Series([0] * len(frame))
+        first = frame["references"].map(lambda r: r[0] if len(r) else None).dropna() if "references" in frame \
+            else pd.Series(dtype=str)
+        rows.append([split, len(frame), f"{n_refs.mean():.2f}", *_length_cells(frame["dialogue"]),
+                     *_length_cells(first)])
+    lines = ["## Data", "", table(["split", "dialogues", "references per dialogue", "dialogue chars mean",
+                                   "median", "max", "summary chars mean", "median", "max"], rows)]
+    files = record.run.get("data") or {}
+    if files:
+        lines += ["", "Files: " + "; ".join(f"{k}: `{v}`" for k, v in files.items())
+                  + f". max_train_samples: {_value(record.setting('max_train_samples'))}."]
+    folds = record.folds
+    if folds is not None:
+        counts = folds["fold"].value_counts().sort_index()
+        fold_rows = []
+        for fold, heldout in counts.items():
+            aug = record.augmentation.get(f"fold{fold}", {})
+            fold_rows.append([f"fold{fold}", heldout, len(folds) - heldout, aug.get("source_rows", "-"),
+                              aug.get("augmented_rows", "-")])
+        lines += ["", f"### Folds (k = {len(counts)}, fold_seed {record.setting('fold_seed')})", "",
+                  table(["fold", "held-out (OOF) dialogues", "training dialogues", "training rows before "
+                         "augmentation", "augmented rows"], fold_rows)]
+    elif record.augmentation:
+        aug = record.augmentation.get("full", {})
+        lines += ["", f"Training rows: {aug.get('source_rows', '-')}, augmented rows: {aug.get('augmented_rows', '-')}."]
+    return "\n".join(lines)
+
+
+def timeline_section(record: ExperimentRecord) -> str:
+    origin = record.run.get("created")
+    rows = []
+    phases = record.run.get("unit_phases") or []
+    if phases:
+        rows.append(["inputs (folds, augmentation, TTA variants)", _clock(origin), _offset(origin, origin),
+                     _offset(phases[0]["start"], origin), f2(phases[0]["start"] - origin) if origin else "-"])
+    for unit in sorted(record.units, key=lambda u: u.info.get("started_at") or float("inf")):
+        start, end = unit.info.get("started_at"), unit.info.get("finished_at")
+        rows.append([f"unit {unit.name}", _clock(start), _offset(start, origin), _offset(end, origin),
+                     f2(end - start) if start and end else "-"])
+    for i, phase in enumerate(phases):
+        label = "all units" if len(phases) == 1 else f"all units (attempt {i + 1})"
+        rows.append([label, _clock(phase["start"]), _offset(phase["start"], origin), _offset(phase["end"], origin),
+                     f2(phase["end"] - phase["start"])])
+    finish = record.run.get("finish_phase")
+    if finish:
+        rows.append(["scoring, ensembles, submission", _clock(finish["start"]), _offset(finish["start"], origin),
+                     _offset(finish["end"], origin), f2(finish["end"] - finish["start"])])
+    return "\n".join(["## Timeline", "", "Offsets from the experiment's creation (mm:ss).", "",
+                      table(["phase", "started", "start", "end", "duration s"], rows)])
+
+
+def _first_last(rows: pd.DataFrame, column: str) -> tuple[float | None, float | None]:
+    values = rows[column].dropna().tolist() if column in rows else []
+    return (values[0], values[-1]) if values else (None, None)
+
+
+def _training_row(unit: UnitRecord) -> list[str]:
+    first, last = _first_last(unit.train_rows, "loss")
+    eval_first, eval_last = _first_last(unit.eval_rows, "eval_loss")
+    info = unit.info
+    sps = unit.samples_per_s
+    return [unit.name, info.get("steps", "-"), f4(first), f4(last), f4(eval_first), f4(eval_last),
+            f2(info.get("train_s")), f2(info.get("generate_s")), "-" if sps is None else f"{sps:.1f}",
+            unit.effective_batch_size or "-"]
+
+
+def results_section(record: ExperimentRecord) -> str:
+    units, models = record.scores.get("units", {}), record.scores.get("models", {})
+    lines = ["## Results per model", "",
+             "samples/s = training examples x epochs / training seconds; effective batch size = examples per "
+             "optimizer step as logged in metrics.jsonl (batch x gradient accumulation x workers)."]
+    for model in record.models:
+        mine = [u for u in record.units if u.model == model]
+        lines += ["", f"### {model}", "", "Training:", "",
+                  table(["unit", "steps", "train loss first", "train loss last", "eval loss first", "eval loss last",
+                         "training s", "generation s", "samples/s", "effective batch size"],
+                        [_training_row(u) for u in mine])]
+        rows = []
+        for unit in mine:
+            entry = units.get(unit.name, {})
+            for split in ("oof", "dev", "test"):
+                if entry.get(split):
+                    rows.append([unit.name, split, *score_cells(entry[split]), entry[split].get("n", "-")])
+        entry = models.get(model, {})
+        if entry.get("oof"):
+            rows.append([f"{model} (all folds)", "oof", *score_cells(entry["oof"]), entry["oof"].get("n", "-")])
+        if entry.get("dev_untrained"):
+            rows.append([f"{model} (untrained)", "dev", *score_cells(entry["dev_untrained"]),
+                         entry["dev_untrained"].get("n", "-")])
+        lines += ["", "Scores:", "", table(["unit", "split", *SCORE_HEADER, "n"], rows) if rows
+                  else "No scores (the experiment was not scored)."]
+    return "\n".join(lines)
+
+
+def ensemble_section(record: ExperimentRecord) -> str:
+    ensembles = record.scores.get("ensembles", {})
+    lines = ["## Ensembles, TTA and augmentation against the best single unit", ""]
+    if not ensembles:
+        return "\n".join(lines + ["No ensemble was evaluated."])
+    best = best_single_unit(record)
+    best_result = next(iter(ensembles.values()))["best_single"]
+    chosen = record.scores.get("ensemble_strategy")
+    rows = [[f"best single unit {best}", *score_cells(best_result.get("oof")), *score_cells(best_result.get("dev")),
+             f2(0.0)]]
+    for strategy, result in ensembles.items():
+        delta = None
+        if result.get("dev") and result.get("best_single", {}).get("dev"):
+            delta = result["dev"]["competition_score"] - result["best_single"]["dev"]["competition_score"]
+        label = f"ensemble {strategy}" + (" (submission)" if strategy == chosen else "")
+        rows.append([label, *score_cells(result.get("oof")), *score_cells(result.get("dev")),
+                     ("+" if delta and delta > 0 else "") + f2(delta)])
+    lines += ["The best single unit is chosen by its OOF score (its own held-out fold); ensembles' OOF is over all "
+              "training dialogues. Δ = dev competition score minus the best single unit's.", "",
+              table(["selection", *[f"OOF {h}" for h in SCORE_HEADER], *[f"dev {h}" for h in SCORE_HEADER],
+                     "dev Δ"], rows)]
+    stacking = ensembles.get("stacking", {}).get("stacking", {})
+    importances = stacking.get("feature_importances") or {}
+    if importances:
+        top = sorted(importances.items(), key=lambda kv: -kv[1])[:6]
+        lines += ["", "Stacking meta-model, largest feature importances: "
+                  + ", ".join(f"{k} {v:.4f}" for k, v in top) + "."]
+    lines += ["", _tta_part(record), "", _augmentation_part(record)]
+    return "\n".join(lines)
+
+
+def _tta_part(record: ExperimentRecord) -> str:
+    candidates = record.candidates
+    if candidates is None or not record.setting("use_tta"):
+        return "TTA: off (use_tta false)."
+    from raysum.metrics import score
+
+    refs = record.references("dev")
+    dev = candidates[(candidates["split"] == "dev") & candidates["fname"].isin(refs)]
+    rows = []
+    for (model, tta), group in dev.groupby(["model", "tta"], sort=True):
+        result = score(group["text"].tolist(), [refs[f] for f in group["fname"]], record.tokenizer)
+        rows.append([model, tta, *score_cells(result), result["n"]])
+    return "\n".join([f"TTA ({', '.join(record.setting('tta_strategies'))}, {record.setting('tta_num_aug')} "
+                      "variant(s) each): dev scores of each model's candidates per input variant, all folds' "
+                      f"units together (`none` = the original dialogue), scored here from candidates.parquet "
+                      f"with {record.tokenizer} tokens as scores.json is.", "",
+                      table(["model", "input variant", *SCORE_HEADER, "summaries"], rows)])
+
+
+def _augmentation_part(record: ExperimentRecord) -> str:
+    if not record.setting("use_augmentation"):
+        return "Augmentation: off (use_augmentation false)."
+    rows = []
+    for name, entry in record.scores.get("units", {}).items():
+        aug = entry.get("augmentation") or {}
+        rows.append([name, aug.get("source_rows", "-"), aug.get("augmented_rows", "-"),
+                     f2((entry.get("dev") or {}).get("competition_score"))])
+    return "\n".join([f"Augmentation ({', '.join(record.setting('augmentation_methods'))}, ratio "
+                      f"{record.setting('augmentation_ratio')}), training part of each fold only:", "",
+                      table(["unit", "training rows", "augmented rows", "dev competition_score"], rows)])
+
+
+def plots_section(record: ExperimentRecord, plots: list[Path] | None) -> str:
+    lines = ["## Plots", ""]
+    files = {p.name for p in plots or []}
+    if not files:
+        return "\n".join(lines + ["No plots: run with `--save_visualizations`, or `raysum report "
+                                  f"{record.path}` to write them into `{PLOTS_DIR}/`."])
+    for plot in PLOTS.values():
+        if plot.file in files:
+            lines += [f"![{plot.caption}]({PLOTS_DIR}/{plot.file})", "", f"*{plot.caption}.*", ""]
+    return "\n".join(lines).rstrip()
+
+
+def checks_section(results) -> str:
+    lines = ["## Checks", "", "Computed from the files by raysum's registered checks "
+             "(`raysum/report/_checks.py`); a check with no finding is listed as passed.", ""]
+    for check, findings in results:
+        if findings:
+            lines.append(f"- **{check.title}** ({check.name}):")
+            lines += [f"  - {f}" for f in findings]
+            if check.advice:
+                lines.append(f"  - why it matters: {check.advice}")
+        else:
+            lines.append(f"- {check.title} ({check.name}): no finding")
+    return "\n".join(lines)
+
+
+SECTIONS: list[Callable[[ExperimentRecord], str]] = [
+    command_section, config_section, data_section, timeline_section, results_section, ensemble_section,
+]
+
+
+def render_markdown(record: ExperimentRecord, plots: list[Path] | None) -> str:
+    checks = run_checks(record)
+    findings = sum(len(f) for _, f in checks)
+    parts = [header_section(record, findings)] + [section(record) for section in SECTIONS]
+    parts += [plots_section(record, plots), checks_section(checks)]
+    return "\n\n".join(parts) + "\n"
