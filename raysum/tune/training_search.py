@@ -369,8 +369,7 @@ def _scaling(settings) -> dict:
 def _tune(path: Path, name: str, settings, params: dict[str, Parameter], search: dict, request: dict,
           concurrent: int):
     from ray import tune
-    from ray.tune.search.optuna import OptunaSearch
-
+    from raysum.tune._searcher import RestorableOptunaSearch
     from raysum.tune._worker_groups import WorkerGroupRelease
     from raysum.tune.space import to_tune
 
@@ -385,7 +384,7 @@ def _tune(path: Path, name: str, settings, params: dict[str, Parameter], search:
             trainable,
             param_space=to_tune(SearchSpace("training", parameters=params), [name]),
             tune_config=tune.TuneConfig(
-                search_alg=OptunaSearch(metric=metric, mode=mode, seed=request["seed"]),
+                search_alg=RestorableOptunaSearch(metric=metric, mode=mode, seed=request["seed"]),
                 scheduler=SCHEDULERS[request["scheduler"]](metric, mode, max_epochs(settings, params)),
                 num_samples=request["trials"], max_concurrent_trials=concurrent),
             run_config=tune.RunConfig(name=run_dir.name, storage_path=str(storage), verbose=0, log_to_file=False,
