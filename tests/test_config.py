@@ -174,10 +174,10 @@ def test_unknown_flag_is_an_error(capsys):
     assert "unrecognized arguments" in capsys.readouterr().err
 
 
-def test_flags_of_later_features_stop_before_any_work(tmp_path, capsys):
+def test_mode_optuna_without_a_space_stops_before_any_work(tmp_path, capsys):
     rc = main(["train", "--models", "tiny-bart", "--mode", "optuna", "--output_dir", str(tmp_path / "out")])
     assert rc == 2
-    assert "--mode optuna (the Ray Tune + Optuna search) is not available yet" in capsys.readouterr().err
+    assert "--mode optuna searches training settings: give --space" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 
@@ -185,7 +185,7 @@ def test_script_entry_point_is_the_same_command(tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "train.py"), "--models", "tiny-bart",
                              "--mode", "optuna", "--output_dir", str(tmp_path)],
                             capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2 and "not available yet" in result.stderr
+    assert result.returncode == 2 and "--mode optuna searches training settings" in result.stderr
 
 
 def test_import_raysum_stays_light():

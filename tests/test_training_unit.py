@@ -163,6 +163,9 @@ def test_resume_continues_from_the_last_intermediate_checkpoint(data_dir, tmp_pa
     assert not (unit_dir / "unit.json").exists()
     assert [p.name for p in (unit_dir / "resume").iterdir() if p.name.startswith("checkpoint-")] == ["checkpoint-5"]
 
+    partial = unit_dir / "resume" / "checkpoint-10"  # a save killed midway: no trainer_state.json
+    partial.mkdir()
+    (partial / "model.safetensors").write_bytes(b"")
     summary = run_unit({**config, "resume": True})
     assert summary["resumed_from_step"] == 5 and summary["steps"] == 15
     steps = [json.loads(line)["step"] for line in (unit_dir / "metrics.jsonl").read_text().splitlines()

@@ -234,7 +234,7 @@ def test_decoding_and_training_spaces_are_explicit_errors(experiment, capsys):
     assert rc != 0 and "decoding candidates are not available for this experiment" in err
     rc = main(["tune", "--space", str(ROOT / "search_spaces" / "training.yaml"), "--experiment", str(experiment)])
     err = capsys.readouterr().err
-    assert rc != 0 and "training search" in err and "not available yet" in err
+    assert rc != 0 and "is a training space" in err and "drop --experiment" in err
     assert _hashes(experiment) == before and not (experiment / "tune").exists()
 
 

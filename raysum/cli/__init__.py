@@ -9,8 +9,8 @@ import sys
 
 from rich.console import Console
 
-from raysum.cli._args import add_train_flags, given_decoding_space, given_settings
-from raysum.errors import RaysumError
+from raysum.cli._args import add_search_flags, add_train_flags, given_decoding_space, given_settings
+from raysum.errors import ConfigError, RaysumError
 
 __all__ = ["main", "build_parser"]
 
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_flags(train)
     train.add_argument("--resume", default=None, metavar="DIR",
                        help="continue an experiment directory: finished units are reused")
+    add_search_flags(train)
     train.set_defaults(func=_cmd_train)
 
     config = sub.add_parser("config", help="inspect the resolved configuration")
@@ -67,22 +68,23 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--ray_address", default=None)
     predict.set_defaults(func=_cmd_predict)
 
-    tune = sub.add_parser("tune", help="search ensemble settings on a finished experiment's candidates (Ray Tune + "
-                                       "Optuna, CPU); writes DIR/tune/")
-    tune.add_argument("--space", required=True, metavar="FILE",
-                      help="search space YAML: search_spaces/ensemble.yaml, or search_spaces/decoding.yaml on an "
-                           "experiment trained with extra decoding settings (training: see the file)")
-    tune.add_argument("--experiment", required=True, metavar="DIR")
-    tune.add_argument("--trials", type=int, default=50, help="number of trials (default 50)")
-    tune.add_argument("--seed", type=int, default=None, help="OptunaSearch seed (default: the experiment's seed)")
-    tune.add_argument("--num_cpus", type=int, default=None,
-                      help="CPUs declared to a local Ray (default max(4, cores)); each trial takes 1")
-    tune.add_argument("--max_concurrent", type=int, default=None, help="trials at once (default: one per core, at most CPUs - 1)")
-    tune.add_argument("--tokenizer", default="kiwi", choices=["kiwi", "whitespace"], help="ROUGE tokens (default kiwi)")
+    tune = sub.add_parser(
+        "tune", help="Ray Tune + Optuna search: training settings (a new experiment directory, a unit per trial) or "
+                     "ensemble settings on a finished experiment's candidates (CPU, writes DIR/tune/)")
+    add_search_flags(tune)
+    tune.add_argument("--experiment", default=None, metavar="DIR",
+                      help="ensemble/decoding spaces: the finished experiment whose candidates are searched")
+    tune.add_argument("--resume", default=None, metavar="DIR", help="continue an interrupted training search")
+    tune.add_argument("--max_concurrent", type=int, default=None,
+                      help="trials at once (default: training, as many units as fit on the cluster; "
+                           "candidates, one per core, at most CPUs - 1)")
+    tune.add_argument("--tokenizer", default="kiwi", choices=["kiwi", "whitespace"],
+                      help="ROUGE tokens (default kiwi)")
     tune.add_argument("--ensemble_space", default=None, metavar="FILE",
                       help="with a decoding space: search the ensemble strategy and weights jointly "
                            "(search_spaces/ensemble.yaml); default: the experiment's own strategy")
     tune.add_argument("--json", action="store_true")
+    add_train_flags(tune)  # a training search resolves its config exactly as `raysum train`
     tune.set_defaults(func=_cmd_tune)
 
     analyze = sub.add_parser("analyze", help="read a Tune search back: trials table, analysis/best_config.yaml, plots")
@@ -143,13 +145,26 @@ def _cmd_config_show(ns: argparse.Namespace) -> int:
 def _cmd_train(ns: argparse.Namespace) -> int:
     from raysum.pipeline import run_experiment
 
+    search_flags = [f"--{k}" for k in ("space", "trials", "scheduler", "metric") if getattr(ns, k) is not None]
     if ns.resume:
         from raysum.pipeline import resume_experiment
 
+        if search_flags:
+            raise ConfigError(f"--resume continues {ns.resume} with the settings it was started with; "
+                              f"drop {', '.join(search_flags)}")
         resume_experiment(ns.resume, {**given_settings(ns), **given_decoding_space(ns)}, ns.config, ns.set,
                           console=console)
         return 0
     cfg = resolve_from_args(ns)
+    if cfg.experiment.mode == "optuna":
+        if ns.space is None:
+            raise ConfigError("--mode optuna searches training settings: give --space search_spaces/training.yaml "
+                              "(and --trials N)")
+        _print_warnings(cfg)
+        return _run_training_search(ns, cfg)
+    if search_flags:
+        raise ConfigError(f"{', '.join(search_flags)}: for --mode optuna only (the training search), "
+                          f"not mode {cfg.experiment.mode}")
     _print_warnings(cfg)
     run_experiment(cfg, command_line=sys.argv, console=console)
     return 0
@@ -209,12 +224,96 @@ def _cmd_predict(ns: argparse.Namespace) -> int:
     return 0
 
 
+# Flags each kind of search takes besides --space; anything else given is refused.
+TRAINING_SEARCH_FLAGS = {"trials", "scheduler", "metric", "max_concurrent", "tokenizer", "json", "config", "set"}
+CANDIDATE_SEARCH_FLAGS = {"experiment", "trials", "max_concurrent", "tokenizer", "json", "seed", "num_cpus",
+                          "ensemble_space"}
+SEARCH_DEFAULTS = {"tokenizer": "kiwi", "json": False, "set": []}
+
+
+def _given_tune_flags(ns: argparse.Namespace) -> set[str]:
+    flags = {k for k in ("experiment", "resume", "trials", "scheduler", "metric", "max_concurrent", "config",
+                         "ensemble_space") if getattr(ns, k) is not None}
+    flags |= {k for k, v in SEARCH_DEFAULTS.items() if getattr(ns, k) != v}
+    return flags | set(given_settings(ns)) | set(given_decoding_space(ns))
+
+
+def _refuse_flags(given: set[str], allowed: set[str], why: str) -> None:
+    extra = sorted(given - allowed)
+    if extra:
+        raise ConfigError(f"{why}; drop {', '.join('--' + f for f in extra)}")
+
+
 def _cmd_tune(ns: argparse.Namespace) -> int:
-    from raysum.errors import ConfigError
     from raysum.tune.space import load_space
 
-    options = dict(trials=ns.trials, seed=ns.seed, num_cpus=ns.num_cpus, max_concurrent=ns.max_concurrent,
-                   tokenizer=ns.tokenizer, console=None if ns.json else console)
+    given = _given_tune_flags(ns)
+    if ns.resume:
+        _refuse_flags(given, {"resume", "json"}, f"--resume continues {ns.resume} with the settings it was started "
+                                                 "with (DIR/tune/training_search.json)")
+        return _cmd_resume_training_search(ns)
+    if ns.space is None:
+        raise ConfigError("--space FILE is required (search_spaces/training.yaml, ensemble.yaml or decoding.yaml), "
+                          "or --resume DIR to continue a training search")
+    space = load_space(ns.space)
+    return SEARCHES[space.space](ns, given)
+
+
+def _cmd_tune_training(ns: argparse.Namespace, given: set[str]) -> int:
+    settings = set(given_settings(ns)) | set(given_decoding_space(ns))
+    _refuse_flags(given - settings, TRAINING_SEARCH_FLAGS,
+                  f"{ns.space} is a training space: the search trains units in a new experiment directory "
+                  "(--output_dir, --experiment_name), it does not read a finished experiment's candidates")
+    if "mode" in settings and ns.mode != "optuna":
+        raise ConfigError(f"raysum tune with a training space runs mode optuna; drop --mode {ns.mode}")
+    ns.mode = "optuna"
+    cfg = resolve_from_args(ns)
+    _print_warnings(cfg)
+    return _run_training_search(ns, cfg)
+
+
+def _run_training_search(ns: argparse.Namespace, cfg) -> int:
+    from raysum.tune.training_search import search_training
+
+    result = search_training(cfg, ns.space, trials=20 if ns.trials is None else ns.trials,
+                             scheduler=ns.scheduler or "asha", metric=ns.metric or "eval_loss",
+                             tokenizer=getattr(ns, "tokenizer", "kiwi"), max_concurrent=getattr(ns, "max_concurrent", None),
+                             command_line=sys.argv, console=None if getattr(ns, "json", False) else console)
+    return _print_training_search(result, getattr(ns, "json", False))
+
+
+def _cmd_resume_training_search(ns: argparse.Namespace) -> int:
+    from raysum.tune.training_search import resume_training_search
+
+    result = resume_training_search(ns.resume, console=None if ns.json else console)
+    return _print_training_search(result, ns.json)
+
+
+def _print_training_search(result: dict, as_json: bool) -> int:
+    if as_json:
+        print(json.dumps(result, ensure_ascii=False, default=str))
+        return 0
+    metric = result["metric"]
+    for model, best in result["best"].items():
+        params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best["params"].items())
+        console.print(f"{model}: best of {best['trials']} trial(s) ({best['errors']} errored): {metric} "
+                      f"{best[metric]:.4f} with {params} ({result['search_s'][model]:.0f} s)")
+    console.print(f"wrote {result['experiment']}/tune/training_best.json; "
+                  f"raysum analyze {result['experiment']} writes analysis/best_config.yaml")
+    return 0
+
+
+def _cmd_tune_candidates(ns: argparse.Namespace, given: set[str]) -> int:
+    from raysum.tune.space import load_space
+
+    _refuse_flags(given, CANDIDATE_SEARCH_FLAGS,
+                  f"{ns.space} searches a finished experiment's cached candidates (--experiment DIR); training "
+                  "settings, --config/--set, --scheduler and --metric belong to a training search")
+    if ns.experiment is None:
+        raise ConfigError(f"{ns.space} searches a finished experiment's candidates: give --experiment DIR")
+    options = dict(trials=50 if ns.trials is None else ns.trials, seed=getattr(ns, "seed", None),
+                   num_cpus=getattr(ns, "num_cpus", None), max_concurrent=ns.max_concurrent, tokenizer=ns.tokenizer,
+                   console=None if ns.json else console)
     if load_space(ns.space).space == "decoding":
         from raysum.tune.decoding_search import search_decoding
 
@@ -241,6 +340,10 @@ def _cmd_tune(ns: argparse.Namespace) -> int:
     console.print(f"{result['timing']['trials_per_minute']} trials/minute; wrote {result['tune_run']} and "
                   f"{result['best_file']}")
     return 0
+
+
+# The kind of a search space picks the search.
+SEARCHES = {"training": _cmd_tune_training, "ensemble": _cmd_tune_candidates, "decoding": _cmd_tune_candidates}
 
 
 def _cmd_analyze(ns: argparse.Namespace) -> int:

@@ -57,6 +57,21 @@ def _yaml_mapping(text: str) -> dict:
     return value
 
 
+def add_search_flags(parser: argparse.ArgumentParser, *, required_space: bool = False) -> None:
+    """The training search's flags (not settings: the search records them under DIR/tune/)."""
+    group = parser.add_argument_group("search (raysum tune; raysum train --mode optuna)")
+    group.add_argument("--space", required=required_space, default=None, metavar="FILE",
+                       help="search space YAML (search_spaces/training.yaml, ensemble.yaml, decoding.yaml)")
+    group.add_argument("--trials", type=int, default=None, metavar="N",
+                       help="number of trials (default: 20 for a training search, 50 on cached candidates)")
+    group.add_argument("--scheduler", default=None, metavar="NAME",
+                       help="training search: asha (default; stops trials that fall behind after each epoch) "
+                            "or fifo (every trial runs to its end)")
+    group.add_argument("--metric", default=None, metavar="NAME",
+                       help="training search objective reported each epoch: eval_loss (default, min) or eval_score "
+                            "(alias dev_score: competition score of summaries of fold 0's held-out part, max)")
+
+
 def _strip_optional(hint):
     if typing.get_origin(hint) is typing.Union:
         inner = [a for a in typing.get_args(hint) if a is not type(None)]

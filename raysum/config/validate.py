@@ -19,7 +19,7 @@ TTA_STRATEGIES = tuple(_TTA_REGISTRY)
 ARCHITECTURES = ("bart", "llama", "qwen3")
 KINDS = ("seq2seq", "causal")
 ONE_MODEL_MODES = ("single", "kfold")
-FOLD_MODES = ("kfold", "full")
+FOLD_MODES = ("kfold", "full", "optuna")  # optuna: trials validate on fold 0
 
 
 def canonical_strategy(name: str) -> str:
@@ -58,7 +58,7 @@ def _check_globals(cfg: ResolvedConfig, problems: list[str], warnings: list[str]
                         "use --mode multi_model or --mode full for several")
     if exp.mode in FOLD_MODES and exp.k_folds < 2:
         problems.append(f"k_folds must be >= 2 in mode {exp.mode}, got {exp.k_folds}")
-    if exp.mode not in FOLD_MODES and exp.mode != "optuna":
+    if exp.mode not in FOLD_MODES:
         for key in ("k_folds", "fold_seed"):
             if key in given:
                 warnings.append(f"{key} is not used in mode {exp.mode} (no folds); it applies in kfold and full")
@@ -66,7 +66,7 @@ def _check_globals(cfg: ResolvedConfig, problems: list[str], warnings: list[str]
     if strategy not in ENSEMBLE_STRATEGIES:
         problems.append(f"ensemble_strategy {exp.ensemble_strategy!r} is unknown; choose one of "
                         f"{', '.join(ENSEMBLE_STRATEGIES)} (aliases: {', '.join(ENSEMBLE_ALIASES)})")
-    if strategy == "stacking" and exp.mode not in FOLD_MODES and exp.mode != "optuna":
+    if strategy == "stacking" and exp.mode not in FOLD_MODES:
         problems.append(f"ensemble_strategy stacking learns from out-of-fold candidates: use mode kfold or full, "
                         f"not {exp.mode}")
     if exp.ensemble_weights is not None:

@@ -42,6 +42,23 @@ class MetricsLog(TrainerCallback):
             out.write(json.dumps(row) + "\n")
 
 
+class EpochScore(TrainerCallback):
+    """After each evaluation, the main process scores the model's summaries of the eval
+    part (`score(model)`): the value goes into the evaluation's metrics (EpochReport, which
+    runs after this callback, reports it) and into the log history (kept by checkpoints,
+    so a resumed unit still knows its last score)."""
+
+    def __init__(self, score: Callable[[object], float]):
+        self.score = score
+
+    def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
+        if not state.is_world_process_zero or metrics is None:
+            return
+        value = float(self.score(model))
+        metrics["eval_score"] = value
+        state.log_history.append({"epoch": _round(state.epoch), "step": state.global_step, "eval_score": value})
+
+
 class EpochReport(TrainerCallback):
     """Calls `report(metrics, None)` once per epoch on every worker: after the evaluation
     when there is an eval set, else at the end of the epoch."""
@@ -52,7 +69,8 @@ class EpochReport(TrainerCallback):
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         if self.has_eval:
-            self.report(self._metrics(state, eval_loss=(metrics or {}).get("eval_loss")), None)
+            extra = {k: v for k, v in (metrics or {}).items() if k in ("eval_loss", "eval_score")}
+            self.report(self._metrics(state, **extra), None)
 
     def on_epoch_end(self, args, state, control, **kwargs):
         if not self.has_eval:

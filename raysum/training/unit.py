@@ -17,6 +17,7 @@ RNG and sampler state), which an own loop would have to re-implement.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import gc
 import json
@@ -55,11 +56,14 @@ class UnitConfig:
     max_failures: int = 0
     tracking: list = field(default_factory=list)
     tracking_dir: Optional[str] = None
+    # {"references": parquet of fname, references; "tokenizer": kiwi|whitespace}: after each
+    # epoch's evaluation the eval part is summarised and scored (a Tune search's dev_score).
+    epoch_score: Optional[dict] = None
 
     @classmethod
     def from_dict(cls, config: dict) -> "UnitConfig":
         known = {"unit_dir", "model", "train_path", "seed", "fold", "eval_path", "predict", "tokenizer_cache", "resume",
-                 "baseline_splits", "node_id", "max_failures", "tracking", "tracking_dir"}
+                 "baseline_splits", "node_id", "max_failures", "tracking", "tracking_dir", "epoch_score"}
         problems = [f"unknown unit setting {k!r}" for k in config if k not in known]
         problems += [f"unit setting {k!r} is required" for k in ("unit_dir", "model", "train_path") if k not in config]
         if problems:
@@ -122,6 +126,9 @@ def run_unit(config: dict, report: Report | None = None) -> dict:
     unit = UnitConfig.from_dict(config)
     finished = read_finished_unit(unit.unit_dir)
     if finished is not None:
+        if report is not None:  # its end report (a caller interrupted before it arrived asks again)
+            main = int(os.environ.get("RANK", "0")) == 0
+            report(_reportable(finished), str(unit.checkpoint_dir) if main else None)
         return finished
     started_at = time.time()
     run = setup(unit, report)
@@ -192,7 +199,7 @@ def build_trainer(unit: UnitConfig, model, tokenizer, train_set, eval_set, preci
     from transformers.trainer_callback import PrinterCallback
 
     from raysum.training.arguments import build_training_arguments
-    from raysum.training.callbacks import EpochReport, MetricsLog
+    from raysum.training.callbacks import EpochReport, EpochScore, MetricsLog
     from raysum.training.collators import make_collator
     from raysum.training.tracking import tracking_callbacks
 
@@ -203,6 +210,8 @@ def build_trainer(unit: UnitConfig, model, tokenizer, train_set, eval_set, preci
                                     run_name=unit.name)
     callbacks = [MetricsLog(unit.metrics_path, settings.batch_size * settings.gradient_accumulation_steps * world_size)]
     callbacks += tracking_callbacks(unit.tracking, unit.tracking_dir, unit.name)
+    if unit.epoch_score and eval_set is not None:
+        callbacks.append(EpochScore(lambda model: score_eval_part(model, tokenizer, unit)))
     if report is not None:
         callbacks.append(EpochReport(report, has_eval=eval_set is not None))
     trainer = Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
@@ -238,27 +247,47 @@ def generate_baseline(run: UnitRun) -> None:
     unit = run.unit
     if not unit.baseline_splits or unit.baseline_path.is_file() or not run.trainer.is_world_process_zero():
         return
-    model = run.trainer.model
-    use_cache = model.config.use_cache
-    model.config.use_cache = True
-    try:
+    with _generating(run.trainer.model) as model:
         frame, _ = _predict_splits(model, run.tokenizer, unit, {s: unit.predict[s] for s in unit.baseline_splits
                                                                  if s in unit.predict})
+    frame.to_parquet(unit.baseline_path, index=False)
+
+
+def score_eval_part(model, tokenizer, unit: UnitConfig) -> float:
+    """competition_score of the model's summaries of the eval part (mid-training, main process)."""
+    import pandas as pd
+
+    from raysum.metrics import score
+
+    refs = pd.read_parquet(unit.epoch_score["references"], columns=["fname", "references"])
+    by_name = {str(f): list(r) for f, r in zip(refs["fname"], refs["references"]) if len(r)}
+    with _generating(model) as model:
+        frame, _ = _predict_splits(model, tokenizer, unit, {"eval": unit.eval_path})
+    frame = frame[frame["fname"].isin(by_name)]
+    return score(frame["text"].tolist(), [by_name[f] for f in frame["fname"]],
+                 tokenizer=unit.epoch_score.get("tokenizer", "kiwi"))["competition_score"]
+
+
+@contextlib.contextmanager
+def _generating(model):
+    """The training model, switched to generation (eval mode, KV cache) and back."""
+    use_cache = model.config.use_cache
+    model.config.use_cache = True
+    model.eval()
+    try:
+        yield model
     finally:
         model.config.use_cache = use_cache
         model.train()
-    frame.to_parquet(unit.baseline_path, index=False)
 
 
 # ---------------------------------------------------------------- train
 def train(run: UnitRun) -> dict:
     """Run the trainer, continuing from the last intermediate checkpoint when resuming."""
-    from transformers.trainer_utils import get_last_checkpoint
-
     unit = run.unit
     checkpoint = None
     if unit.resume and unit.resume_dir.is_dir():
-        checkpoint = get_last_checkpoint(str(unit.resume_dir))
+        checkpoint = last_complete_checkpoint(unit.resume_dir, remove_others=run.trainer.is_world_process_zero())
     if run.trainer.is_world_process_zero():
         if checkpoint is None:
             shutil.rmtree(unit.resume_dir, ignore_errors=True)
@@ -271,6 +300,18 @@ def train(run: UnitRun) -> dict:
     result = run.trainer.train(resume_from_checkpoint=checkpoint)
     return {"train_s": round(time.perf_counter() - started, 3), "steps": result.global_step,
             "train_loss_mean": result.training_loss, "resumed_from_step": _checkpoint_step(checkpoint)}
+
+
+def last_complete_checkpoint(resume_dir: Path, remove_others: bool = False) -> str | None:
+    """The newest epoch checkpoint whose save finished: the Trainer writes trainer_state.json
+    last, so a unit killed while saving leaves a directory without it (removed here by the
+    main process: resuming from it fails and the Trainer's rotation would count it)."""
+    checkpoints = [p for p in resume_dir.glob("checkpoint-*") if p.is_dir() and p.name.rsplit("-", 1)[-1].isdigit()]
+    complete = [p for p in checkpoints if (p / "trainer_state.json").is_file()]
+    if remove_others:
+        for partial in set(checkpoints) - set(complete):
+            shutil.rmtree(partial, ignore_errors=True)
+    return str(max(complete, key=lambda p: _checkpoint_step(str(p)))) if complete else None
 
 
 def _checkpoint_step(checkpoint: str | None) -> int:
@@ -414,6 +455,7 @@ def finish(run: UnitRun, train_stats: dict, predictions, timing: dict, started_a
     unit, history = run.unit, run.trainer.state.log_history
     losses = [row["loss"] for row in history if "loss" in row]
     eval_losses = [row["eval_loss"] for row in history if "eval_loss" in row]
+    eval_scores = [row["eval_score"] for row in history if "eval_score" in row]
     summary = {
         "status": "done",
         "model": unit.model.name,
@@ -433,6 +475,7 @@ def finish(run: UnitRun, train_stats: dict, predictions, timing: dict, started_a
         "train_loss": losses[-1] if losses else None,
         "train_loss_mean": train_stats["train_loss_mean"],
         "eval_loss": eval_losses[-1] if eval_losses else None,
+        **({"eval_score": eval_scores[-1]} if eval_scores else {}),
         "trainable_params": run.trainable_params,
         "total_params": run.total_params,
         "predictions": {split: int(n) for split, n in predictions.groupby("split", sort=False).size().items()},

@@ -1,21 +1,28 @@
 """``raysum analyze DIR``: a finished Tune search read back as a table, a best config and plots.
 
-DIR is an experiment directory with ``tune/`` (its newest search is read) or a Tune
-experiment directory itself. Written to ``DIR/analysis/``:
+DIR is an experiment directory with ``tune/`` or a Tune experiment directory itself.
+For a training search (``raysum tune --space search_spaces/training.yaml``) every
+model's run is read; otherwise the newest search under ``tune/``. Written to
+``DIR/analysis/``:
 
-- ``trials.csv``: one row per trial (params, OOF and dev objective, status, time);
-- ``best_config.yaml``: for an ensemble or decoding search inside an experiment, the
-  experiment's resolved config with ``ensemble_strategy`` and ``ensemble_weights`` of the
-  best trial, and each model's chosen decoding setting as its own ``num_beams``,
-  ``length_penalty``, ``no_repeat_ngram_size``, ``max_length`` (loadable by ``raysum
-  config show --config`` and ``raysum train --config``); otherwise the best trial's params;
+- ``trials.csv``: one row per trial (params, objective, status, time; ``model`` for a
+  training search);
+- ``best_config.yaml``: the experiment's complete resolved config with the best trial's
+  settings, accepted by ``raysum train --config`` and ``raysum config show --config``: a
+  training search, each model's searched settings under ``models``; an ensemble or
+  decoding search, ``ensemble_strategy`` and ``ensemble_weights`` of the best trial and
+  each model's chosen decoding setting as its own ``num_beams``, ``length_penalty``,
+  ``no_repeat_ngram_size``, ``max_length``; for a Tune directory outside an experiment,
+  the best trial's params;
 - ``objective_over_trials.png``, ``params_vs_objective.png``, ``param_importance.png``
-  (Optuna's fANOVA importances on a study rebuilt from the trials).
+  (Optuna's fANOVA importances on a study rebuilt from the trials); a training search
+  of several models writes one set per model (``..._<model>.png``).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -26,6 +33,26 @@ from raysum.tune.ensemble_search import METRIC, TUNE_DIR, WEIGHT_PREFIX
 
 ANALYSIS_DIR = "analysis"
 DEV_METRIC = "dev_competition_score"
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What a search optimised, and what else its trials report for the table and plots."""
+
+    metric: str
+    mode: str  # max | min
+    label: str  # the objective's name in the table and plot legends
+    reported: str | None = None  # a second score shown but never optimised (dev)
+    reported_label: str = ""
+
+    def best_index(self, values: pd.Series):
+        return values.idxmax() if self.mode == "max" else values.idxmin()
+
+    def best_so_far(self, values: pd.Series) -> pd.Series:
+        return values.cummax() if self.mode == "max" else values.cummin()
+
+
+ENSEMBLE_OBJECTIVE = Objective(METRIC, "max", "OOF score", DEV_METRIC, "dev score")
 
 
 def find_run(path: Path) -> Path:
@@ -39,18 +66,23 @@ def find_run(path: Path) -> Path:
     return runs[-1]
 
 
-def load_trials(run: Path) -> pd.DataFrame:
-    """One row per trial, in creation order: trial, trial_id, status, params, metrics, time_s."""
+def load_trials(run: Path, objective: Objective = ENSEMBLE_OBJECTIVE) -> pd.DataFrame:
+    """One row per trial, in creation order: trial, trial_id, status, params, metrics, time_s
+    (and epochs, the last epoch a trial reported, when its unit reports epochs)."""
     from ray.tune import ExperimentAnalysis
 
-    analysis = ExperimentAnalysis(str(run), default_metric=METRIC, default_mode="max")
+    analysis = ExperimentAnalysis(str(run), default_metric=objective.metric, default_mode=objective.mode)
     rows = []
     for number, trial in enumerate(analysis.trials):
         result = trial.last_result or {}
         row = {"trial": number, "trial_id": trial.trial_id, "status": trial.status}
         row.update({f"param/{k}": v for k, v in trial.config.items()})
-        row[METRIC] = result.get(METRIC)
-        row[DEV_METRIC] = result.get(DEV_METRIC)
+        row[objective.metric] = result.get(objective.metric)
+        if objective.reported:
+            row[objective.reported] = result.get(objective.reported)
+        epochs = (trial.metric_analysis or {}).get("epoch", {}).get("max")
+        if epochs is not None:
+            row["epochs"] = epochs
         row["time_s"] = result.get("time_total_s")
         rows.append(row)
     if not rows:
@@ -62,24 +94,39 @@ def param_columns(trials: pd.DataFrame) -> list[str]:
     return [c for c in trials.columns if c.startswith("param/")]
 
 
-def print_table(trials: pd.DataFrame, console, run: Path) -> None:
+def print_table(trials: pd.DataFrame, console, run: Path, objective: Objective = ENSEMBLE_OBJECTIVE) -> None:
     from rich.table import Table
 
     params = param_columns(trials)
-    table = Table(title=f"Tune trials of {run} (objective: {METRIC}, max; dev reported only)")
-    for col in ["#", *(p[len("param/"):] for p in params), "OOF score", "dev score", "status", "time s"]:
+    scores = [(objective.label, objective.metric)] + (
+        [(objective.reported_label, objective.reported)] if objective.reported else [])
+    scores += [("epochs run", "epochs")] if "epochs" in trials.columns else []
+    note = "; dev reported only" if objective.reported else ""
+    table = Table(title=f"Tune trials of {run} (objective: {objective.metric}, {objective.mode}{note})")
+    for col in ["#", *(p[len("param/"):] for p in params), *(label for label, _ in scores), "status", "time s"]:
         table.add_column(col, justify="left" if col in ("status",) else "right")
-    best = trials[METRIC].idxmax() if trials[METRIC].notna().any() else None
+    values = trials[objective.metric]
+    best = objective.best_index(values) if values.notna().any() else None
     for i, row in trials.iterrows():
         style = "bold green" if i == best else None
-        table.add_row(str(row["trial"]), *(_cell(row[p]) for p in params), _cell(row[METRIC]),
-                      _cell(row[DEV_METRIC]), str(row["status"]), _cell(row["time_s"], 3), style=style)
+        table.add_row(str(row["trial"]), *(_cell(row[p]) for p in params), *(_cell(row[key]) for _, key in scores),
+                      _status(row), _cell(row["time_s"], 3), style=style)
     console.print(table)
+
+
+def _status(row: pd.Series) -> str:
+    """Tune's status; a trial ASHA stopped before its last epoch says so."""
+    planned, ran = row.get("param/epochs"), row.get("epochs")
+    if ran is not None and planned is not None and not pd.isna(ran) and ran < planned:
+        return f"{row['status']} (stopped at epoch {ran:g})"
+    return str(row["status"])
 
 
 def _cell(value, digits: int = 4) -> str:
     if isinstance(value, float):
-        return "-" if math.isnan(value) else f"{value:.{digits}f}"
+        if math.isnan(value):
+            return "-"
+        return f"{value:.{digits}f}" if value == 0 or abs(value) >= 0.01 else f"{value:.3g}"  # learning rates
     return "-" if value is None else str(value)
 
 
@@ -140,12 +187,12 @@ def _native(value):
     return value.item() if hasattr(value, "item") else value
 
 
-def importances(trials: pd.DataFrame) -> dict[str, float]:
+def importances(trials: pd.DataFrame, objective: Objective = ENSEMBLE_OBJECTIVE) -> dict[str, float]:
     """Optuna's parameter importances (fANOVA) on a study rebuilt from the finished trials."""
     import optuna
     from optuna.distributions import CategoricalDistribution, FloatDistribution
 
-    done = trials[trials[METRIC].notna()]
+    done = trials[trials[objective.metric].notna()]
     distributions = {}
     for col in param_columns(done):
         values = done[col].tolist()
@@ -158,30 +205,36 @@ def importances(trials: pd.DataFrame) -> dict[str, float]:
     if not distributions:
         return {}
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="maximize")
+    study = optuna.create_study(direction="maximize" if objective.mode == "max" else "minimize")
     for _, row in done.iterrows():
         params = {k: (str(row[f"param/{k}"]) if isinstance(d, CategoricalDistribution) else float(row[f"param/{k}"]))
                   for k, d in distributions.items()}
-        study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions, value=float(row[METRIC])))
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions,
+                                                  value=float(row[objective.metric])))
     return optuna.importance.get_param_importances(study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
 
 
-def plot(trials: pd.DataFrame, out: Path) -> list[Path]:
+def plot(trials: pd.DataFrame, out: Path, objective: Objective = ENSEMBLE_OBJECTIVE, suffix: str = "") -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    done = trials[trials[METRIC].notna()]
+    metric = objective.metric
+    done = trials[trials[metric].notna()]
+    ylabel = "competition_score" if objective is ENSEMBLE_OBJECTIVE else metric
+    title = f" ({suffix.lstrip('_')})" if suffix else ""
     written = []
     fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(done["trial"], done[METRIC], "o", alpha=0.6, label="trial (OOF)")
-    ax.plot(done["trial"], done[METRIC].cummax(), "-", color="C3", label="best so far (OOF)")
-    if done[DEV_METRIC].notna().any():
-        ax.plot(done["trial"], done[DEV_METRIC], "x", alpha=0.4, color="C2", label="trial (dev, not optimised)")
-    ax.set(title="Objective over trials", xlabel="trial", ylabel="competition_score")
+    ax.plot(done["trial"], done[metric], "o", alpha=0.6, label=f"trial ({objective.label})")
+    ax.plot(done["trial"], objective.best_so_far(done[metric]), "-", color="C3",
+            label=f"best so far ({objective.label})")
+    if objective.reported and done[objective.reported].notna().any():
+        ax.plot(done["trial"], done[objective.reported], "x", alpha=0.4, color="C2",
+                label=f"trial ({objective.reported_label}, not optimised)")
+    ax.set(title=f"Objective over trials{title}", xlabel="trial", ylabel=ylabel)
     ax.legend()
-    written.append(_save(fig, out / "objective_over_trials.png"))
+    written.append(_save(fig, out / f"objective_over_trials{suffix}.png"))
 
     params = param_columns(done)
     fig, axes = plt.subplots(1, max(1, len(params)), figsize=(4 * max(1, len(params)), 3.6), squeeze=False)
@@ -189,17 +242,22 @@ def plot(trials: pd.DataFrame, out: Path) -> list[Path]:
         values = done[col]
         if values.map(lambda v: isinstance(v, str)).any():
             labels = sorted(set(map(str, values)))
-            ax.scatter(values.map(lambda v: labels.index(str(v))), done[METRIC], alpha=0.6)
+            ax.scatter(values.map(lambda v: labels.index(str(v))), done[metric], alpha=0.6)
             ax.set_xticks(range(len(labels)), labels, rotation=20)
         else:
-            ax.scatter(values, done[METRIC], alpha=0.6)
-        ax.set(title=col[len("param/"):], xlabel=col[len("param/"):], ylabel=f"{METRIC}")
-    fig.suptitle("Each parameter against the objective (OOF)")
-    written.append(_save(fig, out / "params_vs_objective.png"))
+            ax.scatter(values, done[metric], alpha=0.6)
+            if col.endswith("learning_rate"):
+                from matplotlib.ticker import NullFormatter
+
+                ax.set_xscale("log")
+                ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set(title=col[len("param/"):], xlabel=col[len("param/"):], ylabel=metric)
+    fig.suptitle(f"Each parameter against the objective ({objective.label}){title}")
+    written.append(_save(fig, out / f"params_vs_objective{suffix}.png"))
 
     fig, ax = plt.subplots(figsize=(6, 3.6))
     try:
-        scores = importances(trials)
+        scores = importances(trials, objective)
     except (ValueError, RuntimeError) as exc:  # too few distinct trials for fANOVA
         scores, note = {}, f"not computable: {exc}"
     else:
@@ -209,9 +267,9 @@ def plot(trials: pd.DataFrame, out: Path) -> list[Path]:
         ax.barh(names, [scores[n] for n in names])
     else:
         ax.text(0.5, 0.5, note, ha="center", va="center", wrap=True)
-    ax.set(title="Parameter importance (Optuna fANOVA)", xlabel="importance (share of objective variance)",
+    ax.set(title=f"Parameter importance (Optuna fANOVA){title}", xlabel="importance (share of objective variance)",
            ylabel="parameter")
-    written.append(_save(fig, out / "param_importance.png"))
+    written.append(_save(fig, out / f"param_importance{suffix}.png"))
     return written
 
 
@@ -226,7 +284,13 @@ def _save(fig, path: Path) -> Path:
 
 def analyze(path: str | Path, console) -> dict:
     """Read the search back, print the table, write analysis/ (CSV, best config, plots)."""
+    from raysum.tune.training_search import is_training_search
+
     path = Path(path)
+    if is_training_search(path.parent.parent) and not is_training_search(path):
+        path = path.parent.parent  # a training search's Tune run: analyse the whole search
+    if is_training_search(path):
+        return _analyze_training(path, console)
     run = find_run(path)
     trials = load_trials(run)
     if trials[METRIC].isna().all():
@@ -239,3 +303,34 @@ def analyze(path: str | Path, console) -> dict:
     plots = plot(trials, out)
     console.print(f"wrote {out / 'trials.csv'}, {out / 'best_config.yaml'}, " + ", ".join(p.name for p in plots))
     return {"run": run, "trials": trials, "analysis": out, "plots": plots}
+
+
+def _analyze_training(path: Path, console) -> dict:
+    """Every model's Tune run of a training search; best_config.yaml holds each model's best."""
+    from raysum.tune.training_search import METRICS, read_request, training_best_config
+
+    request = read_request(path)
+    objective = Objective(request["metric"], METRICS[request["metric"]], request["metric"])
+    out = path / ANALYSIS_DIR
+    frames, best, plots = [], {}, []
+    for model, run_name in request["runs"].items():
+        run = path / TUNE_DIR / run_name
+        if not any(run.glob("experiment_state*.json")):
+            raise RaysumError(f"the training search {path} has no Tune run for {model} yet ({run}); "
+                              f"finish it with raysum tune --resume {path}")
+        trials = load_trials(run, objective)
+        if trials[objective.metric].isna().all():
+            raise RaysumError(f"no trial of {run} reported {objective.metric}")
+        out.mkdir(parents=True, exist_ok=True)
+        print_table(trials, console, run, objective)
+        row = trials.loc[objective.best_index(trials[objective.metric])]
+        best[model] = {"run": str(run), "trial_id": row["trial_id"], objective.metric: float(row[objective.metric]),
+                       "params": {p[len("param/"):]: _native(row[p]) for p in param_columns(trials)}}
+        plots += plot(trials, out, objective, suffix="" if len(request["runs"]) == 1 else f"_{model}")
+        frames.append(trials.assign(model=model))
+    trials = pd.concat(frames, ignore_index=True)
+    trials.to_csv(out / "trials.csv", index=False)
+    (out / "best_config.yaml").write_text(training_best_config(path, best, objective.metric), encoding="utf-8")
+    console.print(f"wrote {out / 'trials.csv'}, {out / 'best_config.yaml'}, " + ", ".join(p.name for p in plots))
+    return {"runs": [b["run"] for b in best.values()], "trials": trials, "analysis": out, "plots": plots,
+            "best": best}

@@ -118,9 +118,9 @@ def ensemble_trial(config: dict, objective: EnsembleObjective) -> None:
 
 def _check_stage(space: SearchSpace, candidates: pd.DataFrame, path: Path) -> None:
     if space.space == "training":
-        raise NotAvailableYet(
-            "training search (stage 1: a unit per trial on GPUs) is not available yet; stage 2 searches "
-            "ensemble settings on cached candidates: --space search_spaces/ensemble.yaml")
+        raise RaysumError(
+            "a training space is searched by training a unit per trial in a new experiment directory "
+            "(raysum tune --space search_spaces/training.yaml --models ...), not on an experiment's candidates")
     if space.space == "decoding":
         raise RaysumError(f"{space.path} is a decoding space: raysum tune searches it with "
                           "raysum.tune.decoding_search.search_decoding")
