@@ -18,23 +18,10 @@ import pytest
 
 from raysum.cluster import LocalCluster, down, stop_node, up
 from raysum.cluster.local import group_pids
-from raysum.data import bundled_data
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).parent / "ray")
-
-
-@pytest.fixture(scope="module")
-def small_data(tmp_path_factory) -> dict:
-    """24 dev and 24 test dialogues, given to the job as paths (train: the bundled sample)."""
-    root = tmp_path_factory.mktemp("data")
-    paths = {}
-    for split in ("dev", "test"):
-        path = root / f"{split}.csv"
-        pd.read_csv(bundled_data(split)).head(24).to_csv(path, index=False)
-        paths[split] = str(path)
-    return paths
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from raysum.errors import NotAvailableYet, RaysumError
+from raysum.errors import RaysumError
 from raysum.tune.space import SearchSpace, load_space, to_tune
 
 TUNE_DIR = "tune"
