@@ -1,7 +1,7 @@
 """An experiment end to end: check everything, launch units on Ray, collect, score, submit.
 
-Everything that can be wrong with the input (config, data, weights, resources, features
-not available yet) is reported before the experiment directory is created, so a
+Everything that can be wrong with the input (config, data, weights, resources, trackers)
+is reported before the experiment directory is created, so a
 refused run leaves nothing behind and never overwrites an earlier experiment.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 from rich.console import Console
 
 from raysum.config.resolve import ResolvedConfig
-from raysum.errors import ConfigError, NotAvailableYet, RaysumError
+from raysum.errors import ConfigError, RaysumError
 from raysum.pipeline._collect import collect_candidates, score_experiment, write_submission
 from raysum.pipeline._experiment import (
     Unit,
@@ -32,22 +32,12 @@ from raysum.pipeline._progress import watch_units
 from raysum.pipeline._ray import check_resources, cluster_nodes, init_ray, launch_unit
 
 
-def features_not_available(cfg: ResolvedConfig) -> list[str]:
-    """Accepted flags whose features raysum cannot run yet: the run stops before any work.
-    None at present (kept so a later partial feature is refused in one place)."""
-    return []
-
-
 def preflight(cfg: ResolvedConfig) -> None:
     """Checks that need no Ray and no experiment directory."""
     from raysum.models import check_weights_available
     from raysum.training import validate_unit_settings
     from raysum.training.tracking import check_trackers_installed
 
-    missing = features_not_available(cfg)
-    if missing:
-        raise NotAvailableYet("this run uses features that are not available yet:\n"
-                              + "\n".join(f"  - {m}" for m in missing))
     problems = []
     if cfg.experiment.use_augmentation:
         from raysum.augment import check_available
