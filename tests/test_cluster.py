@@ -113,17 +113,23 @@ def test_killed_worker_node_units_resume_on_the_survivor(cluster, small_data, tm
     assert result.returncode == 0, result.stdout + result.stderr
     node_a, node_b = cluster.node("node_a"), cluster.node("node_b")
 
-    victim, deadline = None, time.time() + 300
+    # The victim is a unit on node_b that saved its first epoch's checkpoint (of 3): it has two
+    # epochs and its generation left, so it cannot finish before node_b is killed. Files are
+    # polled often; the job's status (a CLI call of a second or more) only every 5 s.
+    victim, deadline, status_due = None, time.time() + 300, 0.0
     while victim is None and time.time() < deadline:
-        units = list(out.glob("*/units/tiny-bart/fold*"))
-        for unit_dir in units:
+        for unit_dir in out.glob("*/units/tiny-bart/fold*"):
             on_b = [a for a in _attempts(unit_dir) if a["node_id"] == node_b.node_id]
-            if on_b and list((unit_dir / "resume").glob("checkpoint-*")) and not (unit_dir / "unit.json").exists():
+            saved = [c for c in (unit_dir / "resume").glob("checkpoint-*") if (c / "trainer_state.json").is_file()]
+            if on_b and len(saved) == 1 and not (unit_dir / "unit.json").exists():
                 victim = unit_dir
-        assert _job_status(cluster, job) not in ("FAILED", "STOPPED"), _job_logs(cluster, job)
-        time.sleep(0.5)
+        if victim is None and time.time() > status_due:
+            assert _job_status(cluster, job) not in ("FAILED", "STOPPED"), _job_logs(cluster, job)
+            status_due = time.time() + 5
+        time.sleep(0.1)
     assert victim is not None, "no unit on node_b reached an epoch checkpoint:\n" + _job_logs(cluster, job)
-    checkpoint_step = max(int(p.name.rsplit("-", 1)[1]) for p in (victim / "resume").glob("checkpoint-*"))
+    checkpoint_step = max(int(p.name.rsplit("-", 1)[1]) for p in (victim / "resume").glob("checkpoint-*")
+                          if (p / "trainer_state.json").is_file())
     stop_node(node_b, kill=True)
     assert group_pids(node_b.pid) == []
 

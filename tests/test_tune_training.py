@@ -140,6 +140,8 @@ def test_search_with_asha_then_analyze_and_the_best_config_reproduces_the_trial(
     assert result["metric"] == "eval_score" and result["scheduler"] == "asha" and result["seed"] == 5
     best = result["best"]["tiny-bart"]
     assert best["trials"] == 3 and best["errors"] == 0
+    # each trial writes its own TensorBoard events (concurrent trials never share a folder)
+    assert len(list((path / "tensorboard").glob("tiny-bart_*"))) == 3
     assert set(best["params"]) == {"epochs", "learning_rate", "gradient_accumulation_steps", "warmup_ratio"}, \
         "lora.r does not apply to a full fine-tune"
     run = path / "tune" / "training_tiny-bart"

@@ -178,6 +178,8 @@ def training_trial(config: dict, search: dict) -> None:
     unit = dict(search["unit"])
     unit["model"] = apply_params(unit["model"], {k: config[k] for k in search["params"]})
     unit["unit_dir"] = str(Path(search["units_dir"]) / trial_id)
+    if unit.get("tracking_dir"):  # one event folder per trial: a unit starting afresh clears its own
+        unit["tracking_dir"] = str(Path(unit["tracking_dir"]).parent / f"{unit['model']['name']}_{trial_id}")
     trainer = TorchTrainer(
         trial_unit,
         train_loop_config=unit,
