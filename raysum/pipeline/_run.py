@@ -60,14 +60,9 @@ def _gpu_problems(cfg: ResolvedConfig, nodes: list[dict]) -> list[str]:
             for p in validate_unit_settings(s, has_gpu=has_gpu)]
 
 
-def run_experiment(cfg: ResolvedConfig, command_line: list[str] | None = None,
-                   console: Console | None = None) -> Path:
-    """Run a validated config; returns the experiment directory."""
-    console = console or Console()
-    if cfg.experiment.mode == "optuna":
-        raise ConfigError("mode optuna is the training search: it needs a search space and a number of trials "
-                          "(raysum train --mode optuna --space search_spaces/training.yaml --trials N, or "
-                          "raysum.tune.training_search.search_training)")
+def start_experiment(cfg: ResolvedConfig, command_line: list[str] | None, console: Console) -> Path:
+    """Every check (config, data, weights, Ray resources, GPUs), then the new experiment
+    directory with its config, data and fold inputs; shared by runs and training searches."""
     preflight(cfg)
     data = load_experiment_data(cfg)
     for note in data.notes:
@@ -80,6 +75,18 @@ def run_experiment(cfg: ResolvedConfig, command_line: list[str] | None = None,
         raise ConfigError(problems)
     path = create_experiment_dir(cfg)
     write_experiment_files(path, cfg, data, list(command_line or sys.argv))
+    return path
+
+
+def run_experiment(cfg: ResolvedConfig, command_line: list[str] | None = None,
+                   console: Console | None = None) -> Path:
+    """Run a validated config; returns the experiment directory."""
+    console = console or Console()
+    if cfg.experiment.mode == "optuna":
+        raise ConfigError("mode optuna is the training search: it needs a search space and a number of trials "
+                          "(raysum train --mode optuna --space search_spaces/training.yaml --trials N, or "
+                          "raysum.tune.training_search.search_training)")
+    path = start_experiment(cfg, command_line, console)
     console.print(f"experiment directory: [bold]{path}[/]")
     _run_units(path, cfg, console)
     return path

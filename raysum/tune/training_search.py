@@ -31,7 +31,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import sys
 import time
 from collections.abc import Mapping
 from dataclasses import asdict
@@ -221,24 +220,15 @@ def search_training(cfg, space_path: str | Path, *, trials: int, scheduler: str 
                     tokenizer: str = "kiwi", max_concurrent: int | None = None, command_line: list[str] | None = None,
                     console=None) -> dict:
     """Check everything, create the search's experiment directory, run one Tune run per model."""
-    from raysum.pipeline._experiment import create_experiment_dir, load_experiment_data, write_experiment_files
-    from raysum.pipeline._ray import check_resources, cluster_nodes, init_ray
-    from raysum.pipeline._run import _gpu_problems as gpu_problems, preflight
+    from rich.console import Console
+
+    from raysum.pipeline._run import start_experiment
 
     space = load_space(space_path)
     check_search(cfg, space, trials=trials, scheduler=scheduler, metric=metric)
     if cfg.experiment.mode != SEARCH_MODE:
         raise ConfigError(f"a training search runs in mode {SEARCH_MODE}, got mode {cfg.experiment.mode}")
-    preflight(cfg)
-    data = load_experiment_data(cfg)
-    init_ray(cfg.experiment.ray_address, cfg.experiment.num_cpus)
-    nodes = cluster_nodes()
-    check_resources(cfg.models, nodes)
-    problems = gpu_problems(cfg, nodes)
-    if problems:
-        raise ConfigError(problems)
-    path = create_experiment_dir(cfg)
-    write_experiment_files(path, cfg, data, list(command_line or sys.argv))
+    path = start_experiment(cfg, command_line, console or Console(quiet=True))
     tune_dir = path / TUNE_DIR
     tune_dir.mkdir()
     (tune_dir / SPACE_FILE).write_text(Path(space_path).read_text(encoding="utf-8"), encoding="utf-8")
