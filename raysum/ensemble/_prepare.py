@@ -159,9 +159,7 @@ def prepare(
         dialogue_rouge[start:stop] = scores[:n, n]
         if refs:
             reference_rouge[start:stop] = scores[:n, n + 1 :].mean(axis=1)
-        if n > 1:
-            agreement = scores[:n, :n].mean(axis=2)
-            consensus[start:stop] = (agreement.sum(axis=1) - np.diagonal(agreement)) / (n - 1)
+        consensus[start:stop] = _consensus(scores[:n, :n])
     table["pool"] = pool_of
     return Prepared(
         candidates=table,
@@ -195,10 +193,7 @@ def subset(prepared: Prepared, keep: np.ndarray) -> Prepared:
         index = local[start:stop]
         scores = prepared.pairwise[prepared.pool_of[rows[start]]][np.ix_(index, index)]
         pairwise.append(scores)
-        n = stop - start
-        if n > 1:
-            agreement = scores.mean(axis=2)
-            consensus[start:stop] = (agreement.sum(axis=1) - np.diagonal(agreement)) / (n - 1)
+        consensus[start:stop] = _consensus(scores)
     table["pool"] = pool_of
     return Prepared(
         candidates=table,
@@ -213,6 +208,15 @@ def subset(prepared: Prepared, keep: np.ndarray) -> Prepared:
         references_by_split=prepared.references_by_split,
         tokenizer=prepared.tokenizer,
     )
+
+
+def _consensus(scores: np.ndarray) -> np.ndarray:
+    """Each candidate's mean ROUGE (mean of R1/R2/RL) to the other candidates of its pool."""
+    n = scores.shape[0]
+    if n < 2:
+        return np.zeros(n)
+    agreement = scores.mean(axis=2)
+    return (agreement.sum(axis=1) - np.diagonal(agreement)) / (n - 1)
 
 
 def _ranges(pools: pd.DataFrame):
