@@ -57,3 +57,27 @@ def read_bytes(text: str | Path) -> bytes:
         raise IsADirectoryError(str(text))
     with filesystem.open_input_stream(inner) as stream:
         return stream.read()
+
+
+def write_atomic(path: str | Path, write) -> Path:
+    """Write a file through ``write(temp_path)`` into a temporary file beside ``path``, then
+    rename it over ``path``: a reader never sees a half-written file, and an interrupted
+    write leaves the previous version in place."""
+    import os
+    import tempfile
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(temp))
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    return write_atomic(path, lambda temp: temp.write_text(text, encoding="utf-8"))

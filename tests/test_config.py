@@ -14,7 +14,7 @@ from raysum.cli import build_parser, main
 from raysum.cli._args import given_settings
 from raysum.config import available_models, load_preset
 from raysum.config.resolve import config_from_tree, resolve
-from raysum.config.validate import validate
+from raysum.pipeline import validate
 from raysum.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]

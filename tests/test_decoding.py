@@ -93,27 +93,24 @@ def test_subset_reuses_pairwise_rouge_exactly():
 
 
 @pytest.fixture(scope="module")
-def experiment(tmp_path_factory) -> Path:
+def experiment(tmp_path_factory, ray_session) -> Path:
     """tiny-bart + tiny-llama x 2 folds, each unit generating OOF and dev with d0, d1, d2."""
-    import ray
-
     root = tmp_path_factory.mktemp("decoding")
     data = {}
     for split in ("dev", "test"):
         data[split] = root / f"{split}.csv"
         pd.read_csv(bundled_data(split)).head(12).to_csv(data[split], index=False)
     out = root / "out"
-    try:
+    with ray_session():
         assert main(["train", "--mode", "full", "--models", *MODELS, "--k_folds", "2", "--max_train_samples", "60",
                      "--epochs", "1", "--num_beams", "2", "--max_length", "20", "--dev_data", str(data["dev"]),
                      "--test_data", str(data["test"]), "--seed", "3", "--num_cpus", "4", "--output_dir", str(out),
                      "--decoding_settings", *EXTRA]) == 0
-    finally:
-        ray.shutdown()
     (path,) = [p for p in out.iterdir() if not p.name.startswith(".")]
     return path
 
 
+@pytest.mark.slow
 def test_units_generate_oof_and_dev_once_per_decoding(experiment):
     cand = pd.read_parquet(experiment / "candidates.parquet")
     assert list(cand.columns) == ["split", "fname", "model", "fold", "tta", "decoding", "text", "n_tokens", "logprob"]
@@ -136,10 +133,15 @@ def test_units_generate_oof_and_dev_once_per_decoding(experiment):
         s > 0 for s in unit["decodings_generate_s"].values())
 
 
+@pytest.mark.slow
 def test_scores_and_submission_use_the_models_own_decoding(experiment):
     from raysum.ensemble import evaluate, prepare
+    from raysum.experiment import Experiment
     from raysum.generation.decodings import default_decoding
-    from raysum.pipeline._collect import _dialogues, _references
+
+    def _dialogues(path): return Experiment(path).dialogues()
+
+    def _references(path): return Experiment(path).references()
 
     cand = pd.read_parquet(experiment / "candidates.parquet")
     scores = json.loads((experiment / "scores.json").read_text())
@@ -166,15 +168,7 @@ def _hashes(path: Path) -> dict[str, str]:
                                                                                                         "analysis")}
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    import ray
-
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    yield
-    ray.shutdown()
-
-
+@pytest.mark.slow
 def test_decoding_search_then_analyze(experiment, tmp_path, local_ray, capsys):
     space = tmp_path / "decoding.yaml"
     space.write_text(SPACE, encoding="utf-8")
@@ -216,6 +210,7 @@ def test_decoding_search_then_analyze(experiment, tmp_path, local_ray, capsys):
     assert _hashes(experiment) == before
 
 
+@pytest.mark.slow
 def test_decoding_search_refuses_what_it_cannot_search(experiment, tmp_path, capsys):
     space = tmp_path / "decoding.yaml"
     space.write_text(SPACE.replace("low: 10, high: 40", "low: 60, high: 140"), encoding="utf-8")
@@ -235,16 +230,12 @@ def test_decoding_search_refuses_what_it_cannot_search(experiment, tmp_path, cap
     assert not (old / "tune").exists()
 
 
-def test_predict_uses_the_models_own_decoding(experiment, tmp_path):
-    import ray
-
+@pytest.mark.slow
+def test_predict_uses_the_models_own_decoding(experiment, tmp_path, ray_shutdown):
     new = tmp_path / "new.csv"
     pd.read_csv(bundled_data("test")).head(3).drop(columns=["summary1", "summary2", "summary3"]).to_csv(new, index=False)
     target = tmp_path / "sub.csv"
-    try:
-        assert main(["predict", "--experiment", str(experiment), "--test_data", str(new), "--output", str(target)]) == 0
-    finally:
-        ray.shutdown()
+    assert main(["predict", "--experiment", str(experiment), "--test_data", str(new), "--output", str(target)]) == 0
     full = pd.read_csv(experiment / "submission.csv", keep_default_na=False).set_index("fname")["summary"]
     submission = pd.read_csv(target, keep_default_na=False)
     assert all(full[f] == s for f, s in zip(submission["fname"], submission["summary"]))

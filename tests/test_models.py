@@ -102,6 +102,7 @@ def _summary_loss(model, collator, examples) -> float:
         return model(**collator(examples)).loss.item()
 
 
+@pytest.mark.slow
 def test_tiny_bart_summaries_depend_on_the_dialogue(tmp_path):
     """A short training run on the bundled sample: the summaries' loss given their own
     dialogues must be clearly below the loss given other dialogues. With BART's default

@@ -23,14 +23,10 @@ def _train_args(out: Path, data: dict, *extra: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def experiment(tmp_path_factory, small_data) -> Path:
-    import ray
-
+def experiment(tmp_path_factory, small_data, ray_session) -> Path:
     out = tmp_path_factory.mktemp("out")
-    try:
+    with ray_session():
         assert main(_train_args(out, small_data)) == 0
-    finally:
-        ray.shutdown()
     (path,) = [p for p in out.iterdir() if not p.name.startswith(".")]  # .tokenizers: shared cache
     return path
 
@@ -131,9 +127,12 @@ def test_in_process_unit_gives_the_same_artifacts(experiment, tmp_path):
     """The unit function without Ray, same config: identical predictions."""
     import torch
 
-    from raysum.pipeline._experiment import load_resolved, plan_units, unit_config
-    from raysum.pipeline._ray import ATTEMPTS_FILE
+    from raysum.experiment import Experiment
+    from raysum.experiment.layout import ATTEMPTS_JSONL as ATTEMPTS_FILE
+    from raysum.pipeline import plan_units, unit_config
     from raysum.training import run_unit
+
+    def load_resolved(path): return Experiment(path).resolved()
 
     cfg = load_resolved(experiment)
     unit = plan_units(cfg)[0]
@@ -154,19 +153,14 @@ def test_in_process_unit_gives_the_same_artifacts(experiment, tmp_path):
         if p.name not in ("baseline.parquet", ATTEMPTS_FILE))  # attempts: where Ray started the unit
 
 
-def test_resume_reuses_finished_units(experiment, capsys):
-    import ray
-
+def test_resume_reuses_finished_units(experiment, capsys, ray_shutdown):
     redo = experiment / "units" / "tiny-llama" / "fold1"
     keep = experiment / "units" / "tiny-bart" / "fold0"
     kept_before = json.loads((keep / "unit.json").read_text())["finished_at"]
     (redo / "unit.json").unlink()
     (redo / "predictions.parquet").unlink()
     (experiment / "submission.csv").unlink()
-    try:
-        assert main(["train", "--resume", str(experiment)]) == 0
-    finally:
-        ray.shutdown()
+    assert main(["train", "--resume", str(experiment)]) == 0
     out = capsys.readouterr().out
     assert "reusing 3 finished unit(s)" in out
     assert json.loads((keep / "unit.json").read_text())["finished_at"] == kept_before
@@ -179,16 +173,11 @@ def test_resume_refuses_new_settings(experiment, capsys):
     assert "drop --epochs" in capsys.readouterr().err
 
 
-def test_predict_writes_a_submission_for_a_new_file(experiment, small_data, tmp_path):
-    import ray
-
+def test_predict_writes_a_submission_for_a_new_file(experiment, small_data, tmp_path, ray_shutdown):
     new = tmp_path / "new.csv"
     pd.read_csv(small_data["test"]).head(5).drop(columns=["summary1", "summary2", "summary3"]).to_csv(new, index=False)
     target = tmp_path / "sub.csv"
-    try:
-        assert main(["predict", "--experiment", str(experiment), "--test_data", str(new), "--output", str(target)]) == 0
-    finally:
-        ray.shutdown()
+    assert main(["predict", "--experiment", str(experiment), "--test_data", str(new), "--output", str(target)]) == 0
     submission = pd.read_csv(target, keep_default_na=False)
     assert submission["fname"].tolist() == pd.read_csv(new)["fname"].tolist()
     # same units, same candidates, same ensemble: the experiment's own choice for these dialogues
@@ -211,14 +200,9 @@ def test_ensemble_command_prints_strategy_and_best_single(experiment, capsys):
     assert "--ensemble_weights has 1 values for 2 models" in capsys.readouterr().err
 
 
-def test_gpu_preset_on_a_cpu_cluster_is_refused(tmp_path, small_data, capsys):
-    import ray
-
+def test_gpu_preset_on_a_cpu_cluster_is_refused(tmp_path, small_data, capsys, ray_shutdown):
     out = tmp_path / "out"
-    try:
-        rc = main(_train_args(out, small_data, "--set", "models.tiny-bart.resources.use_gpu=true"))
-    finally:
-        ray.shutdown()
+    rc = main(_train_args(out, small_data, "--set", "models.tiny-bart.resources.use_gpu=true"))
     assert rc == 2
     assert "the cluster has no GPU" in capsys.readouterr().err
     assert not out.exists()
@@ -257,24 +241,18 @@ def test_broken_data_is_refused_before_anything_is_written(tmp_path, capsys):
 ])
 def test_units_per_mode(mode, models, expected):
     from raysum.config.resolve import resolve
-    from raysum.config.validate import validate
-    from raysum.pipeline import plan_units
+    from raysum.pipeline import plan_units, validate
 
     cfg = validate(resolve({"mode": mode, "models": models, "k_folds": 3}))
     assert [u.name for u in plan_units(cfg)] == expected
 
 
-def test_single_mode_trains_on_everything_and_picks_by_dev(tmp_path, small_data, capsys, monkeypatch):
-    import ray
-
+def test_single_mode_trains_on_everything_and_picks_by_dev(tmp_path, small_data, capsys, monkeypatch, ray_shutdown):
     monkeypatch.chdir(tmp_path)  # a relative --output_dir, as in `make demo`
     out = tmp_path / "out"
-    try:
-        rc = main(["train", "--mode", "single", "--models", "tiny-llama", "--max_train_samples", "60",
-                   "--epochs", "1", "--num_beams", "1", "--max_length", "16", "--dev_data", small_data["dev"],
-                   "--test_data", small_data["test"], "--output_dir", "out"])
-    finally:
-        ray.shutdown()
+    rc = main(["train", "--mode", "single", "--models", "tiny-llama", "--max_train_samples", "60",
+               "--epochs", "1", "--num_beams", "1", "--max_length", "16", "--dev_data", small_data["dev"],
+               "--test_data", small_data["test"], "--output_dir", "out"])
     assert rc == 0
     (path,) = [p for p in out.iterdir() if not p.name.startswith(".")]
     assert not (path / "folds.csv").exists()
@@ -289,7 +267,7 @@ def test_single_mode_trains_on_everything_and_picks_by_dev(tmp_path, small_data,
 def test_resource_check_refuses_what_no_node_can_hold():
     from raysum.config import load_preset
     from raysum.errors import ConfigError
-    from raysum.pipeline._ray import check_resources
+    from raysum.launch import check_resources
 
     nodes = [{"CPU": 4.0}, {"CPU": 2.0, "GPU": 1.0}]
     check_resources({"kobart": load_preset("kobart"), "tiny-bart": load_preset("tiny-bart")}, nodes)
@@ -305,18 +283,13 @@ def test_resource_check_refuses_what_no_node_can_hold():
         check_resources({"kobart": load_preset("kobart")}, [{"CPU": 16.0}])
 
 
-def test_tta_augmentation_and_stacking_end_to_end(tmp_path, small_data):
-    import ray
-
+def test_tta_augmentation_and_stacking_end_to_end(tmp_path, small_data, ray_shutdown):
     out = tmp_path / "out"
-    try:
-        rc = main(["train", "--mode", "full", "--models", "tiny-llama", "--k_folds", "2", "--max_train_samples", "80",
-                   "--epochs", "1", "--num_beams", "1", "--max_length", "16", "--dev_data", small_data["dev"],
-                   "--test_data", small_data["test"], "--use_tta", "--tta_strategies", "reorder", "--tta_num_aug", "1",
-                   "--use_augmentation", "--augmentation_methods", "speaker_swap", "--augmentation_ratio", "0.5",
-                   "--ensemble_strategy", "stacking", "--output_dir", str(out)])
-    finally:
-        ray.shutdown()
+    rc = main(["train", "--mode", "full", "--models", "tiny-llama", "--k_folds", "2", "--max_train_samples", "80",
+               "--epochs", "1", "--num_beams", "1", "--max_length", "16", "--dev_data", small_data["dev"],
+               "--test_data", small_data["test"], "--use_tta", "--tta_strategies", "reorder", "--tta_num_aug", "1",
+               "--use_augmentation", "--augmentation_methods", "speaker_swap", "--augmentation_ratio", "0.5",
+               "--ensemble_strategy", "stacking", "--output_dir", str(out)])
     assert rc == 0
     (path,) = [p for p in out.iterdir() if not p.name.startswith(".")]
     folds = pd.read_csv(path / "folds.csv")
@@ -334,7 +307,7 @@ def test_tta_augmentation_and_stacking_end_to_end(tmp_path, small_data):
     assert set(cand["tta"]) == {"none", "reorder_1"}
     assert set(cand.loc[cand["tta"] == "reorder_1", "split"]) == {"oof", "dev", "test"}
     # summaries of speaker-swapped inputs are mapped back to the original labels
-    from raysum.pipeline._variants import map_back_labels
+    from raysum.pipeline import map_back_labels
 
     raw = pd.concat([pd.read_parquet(p) for p in path.glob("units/*/fold*/predictions.parquet")], ignore_index=True)
     maps = pd.read_parquet(path / "inputs" / "tta_label_maps.parquet")

@@ -79,6 +79,7 @@ def finished_units(data_dir, tmp_path_factory) -> dict:
     return units
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", ["tiny-bart", "tiny-llama"])
 def test_unit_writes_checkpoint_metrics_predictions_and_summary(finished_units, data_dir, preset):
     unit_dir, summary, reports = finished_units[preset]
@@ -122,6 +123,7 @@ def test_unit_writes_checkpoint_metrics_predictions_and_summary(finished_units, 
     assert checkpoint_dir == str(unit_dir / "checkpoint") and final["steps"] == 15 and "done" not in final
 
 
+@pytest.mark.slow
 def test_finished_unit_is_returned_without_training(finished_units, data_dir, monkeypatch):
     unit_dir, summary, _ = finished_units["tiny-bart"]
     before = {p: p.stat().st_mtime_ns for p in unit_dir.rglob("*")}
@@ -135,6 +137,7 @@ def test_finished_unit_is_returned_without_training(finished_units, data_dir, mo
     assert {p: p.stat().st_mtime_ns for p in unit_dir.rglob("*")} == before
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="bitwise repeatability is a CPU property; CUDA kernels vary")
 def test_same_seed_gives_identical_predictions(finished_units, data_dir, tmp_path):
     first_dir, first, _ = finished_units["tiny-llama"]
@@ -148,6 +151,7 @@ class Interrupted(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_resume_continues_from_the_last_intermediate_checkpoint(data_dir, tmp_path):
     unit_dir = tmp_path / "fold0"
     config = unit_config(data_dir, unit_dir, "tiny-bart", max_length=4)
@@ -277,6 +281,7 @@ def _reload_and_regenerate(settings, unit_dir: Path, data_dir: Path) -> None:
     assert [r["logprob"] for r in again] == pytest.approx(saved["logprob"].tolist(), abs=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="units on CUDA generate in half precision")
 def test_saved_checkpoint_reproduces_the_predictions(finished_units, data_dir):
     unit_dir, _, _ = finished_units["tiny-bart"]
@@ -285,6 +290,7 @@ def test_saved_checkpoint_reproduces_the_predictions(finished_units, data_dir):
         k: config["model"][k] for k in ("epochs", "batch_size", "max_length", "num_beams")}), unit_dir, data_dir)
 
 
+@pytest.mark.slow
 def test_lora_unit_on_a_checkpoint_saves_only_the_adapter(data_dir, tmp_path):
     from raysum.models import load_model_and_tokenizer
 
@@ -310,6 +316,7 @@ def test_lora_unit_on_a_checkpoint_saves_only_the_adapter(data_dir, tmp_path):
         _reload_and_regenerate(settings, tmp_path / "unit", data_dir)
 
 
+@pytest.mark.slow
 def test_tiny_preset_with_lora_saves_merged_full_weights(data_dir, tmp_path):
     config = unit_config(data_dir, tmp_path / "unit", "tiny-llama", epochs=1)
     config["model"]["lora"] = dataclasses.asdict(load_preset("qwen3-4b").lora) | {"r": 4}

@@ -145,15 +145,6 @@ def experiment(tmp_path):
     return path
 
 
-@pytest.fixture
-def local_ray():
-    import ray
-
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    yield
-    ray.shutdown()
-
-
 def _hashes(path: Path) -> dict[str, str]:
     return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(path.rglob("*")) if p.is_file() and p.relative_to(path).parts[0] not in ("tune",
@@ -162,7 +153,11 @@ def _hashes(path: Path) -> dict[str, str]:
 
 def test_trial_scores_equal_evaluate(experiment):
     from raysum.ensemble import evaluate, prepare
-    from raysum.pipeline._collect import _dialogues, _references
+    from raysum.experiment import Experiment
+
+    def _dialogues(path): return Experiment(path).dialogues()
+
+    def _references(path): return Experiment(path).references()
     from raysum.tune.ensemble_search import EnsembleObjective
 
     refs = _references(experiment)
@@ -185,6 +180,7 @@ def test_trial_scores_equal_evaluate(experiment):
     assert good > bad
 
 
+@pytest.mark.slow
 def test_tune_then_analyze_through_the_cli(experiment, tmp_path, local_ray, capsys):
     space = write(tmp_path, """
 space: ensemble
@@ -246,3 +242,31 @@ def test_cli_imports_neither_optuna_nor_ray_tune():
             "print([m for m in sys.modules if m.startswith(('optuna', 'ray.tune'))])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("space", ["ensemble.yaml", "decoding.yaml"])
+def test_stage2_search_starts_ray_at_the_given_address(space, experiment, monkeypatch, capsys):
+    """--ray_address reaches raysum.launch.init_ray (the one Ray entry) for searches on cached candidates."""
+    import raysum.launch
+    from raysum.errors import RaysumError
+
+    calls = []
+
+    def fake_init_ray(address=None, num_cpus=None):
+        calls.append((address, num_cpus))
+        raise RaysumError("stopped before Ray started")
+
+    monkeypatch.setattr(raysum.launch, "init_ray", fake_init_ray)
+    if space == "decoding.yaml":  # give every model a second decoding setting to choose from
+        cand = pd.read_parquet(experiment / "candidates.parquet")
+        cand = pd.concat([cand.assign(decoding="d0"), cand.assign(decoding="d1")], ignore_index=True)
+        cand.to_parquet(experiment / "candidates.parquet", index=False)
+        from raysum.config.resolve import resolve
+
+        cfg = resolve({"models": MODELS, "k_folds": 2, "mode": "full", "seed": 7,
+                       "decoding_settings": [{"num_beams": 1}]})
+        (experiment / "config.json").write_text(json.dumps(cfg.tree(), ensure_ascii=False), encoding="utf-8")
+    rc = main(["tune", "--space", str(ROOT / "search_spaces" / space), "--experiment", str(experiment),
+               "--ray_address", "10.1.2.3:6379", "--num_cpus", "3", "--trials", "2"])
+    assert rc != 0 and "stopped before Ray started" in capsys.readouterr().err
+    assert calls == [("10.1.2.3:6379", 3)]

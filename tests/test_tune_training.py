@@ -56,14 +56,6 @@ def trial_states(run: Path) -> dict[str, str]:
     return {s["trial_id"]: s["status"] for s in states}
 
 
-@pytest.fixture
-def ray_shutdown():
-    yield
-    import ray
-
-    ray.shutdown()
-
-
 def _all_cores_free() -> None:
     import ray
 
@@ -124,11 +116,13 @@ models:
 # --------------------------------------------------------------------------- search, analyze, best config
 
 
+@pytest.mark.slow
 def test_search_with_asha_then_analyze_and_the_best_config_reproduces_the_trial(tmp_path, capsys, ray_shutdown):
     from raysum.config.resolve import resolve
-    from raysum.config.validate import validate
-    from raysum.pipeline._experiment import load_resolved
-    from raysum.pipeline._run import preflight
+    from raysum.experiment import Experiment
+    from raysum.pipeline import preflight, validate
+
+    def load_resolved(path): return Experiment(path).resolved()
     from raysum.tune.training_search import apply_params
 
     space, out = write(tmp_path, SPACE), tmp_path / "out"
@@ -204,6 +198,7 @@ def _unit_record(path: Path, trial: str) -> bytes:
     return (unit / "unit.json" if (unit / "unit.json").is_file() else unit / "metrics.jsonl").read_bytes()
 
 
+@pytest.mark.slow
 def test_an_interrupted_search_resumes_without_rerunning_finished_trials(tmp_path):
     space, out = write(tmp_path, SPACE), tmp_path / "out"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}

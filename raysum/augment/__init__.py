@@ -19,7 +19,7 @@ and no held-out dialogue can reach the augmented rows.
 from __future__ import annotations
 
 from raysum.augment._frame import CACHE_VERSION, augment_frame
-from raysum.augment._registry import AUGMENT_METHODS, check_available, register_augment
+from raysum.augment._registry import AUGMENT_METHODS, check_available, config_problems, register_augment
 from raysum.augment.back_translation import DEFAULT_TRANSLATORS, Translator
 
 __all__ = [
@@ -29,5 +29,6 @@ __all__ = [
     "Translator",
     "augment_frame",
     "check_available",
+    "config_problems",
     "register_augment",
 ]

@@ -6,15 +6,17 @@ from types import ModuleType
 
 from raysum.augment import back_translation, paraphrase, speaker_swap, synonym, turn_shuffle
 from raysum.augment.back_translation import DEFAULT_TRANSLATORS, checkpoint_problems
+from raysum.registry import Registry
 
-AUGMENT_METHODS: dict[str, ModuleType] = {}
+AUGMENT_METHODS = Registry(
+    "augmentation method",
+    check=lambda module: None if callable(getattr(module, "augment", None))
+    else f"{module!r} has no callable augment(example, rng)")
 
 
 def register_augment(name: str, module: ModuleType) -> None:
     """Make ``module`` (anything with a callable ``augment``) the augmentation method ``name``."""
-    if not callable(getattr(module, "augment", None)):
-        raise TypeError(f"augmentation method {name!r}: {module!r} has no callable augment(example, rng)")
-    AUGMENT_METHODS[name] = module
+    AUGMENT_METHODS.register(name, module)
 
 
 for _name, _module in [("speaker_swap", speaker_swap), ("turn_shuffle", turn_shuffle), ("synonym", synonym),
@@ -31,3 +33,8 @@ def check_available(methods: list[str], translator_models: list[str] | None = No
     if "back_translation" in methods:
         problems += checkpoint_problems(list(translator_models or DEFAULT_TRANSLATORS))
     return problems
+
+
+def config_problems(cfg) -> list[str]:
+    """Unknown augmentation methods of a resolved config (names read from the registry)."""
+    return AUGMENT_METHODS.unknown(cfg.experiment.augmentation_methods)

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from raysum.data import TAG_PATTERN
 from raysum.errors import ConfigError
-from raysum.tta._korean import split_line
+from raysum.tta import split_line
 
 DEFAULT_TRANSLATORS: tuple[str, ...] = ("Helsinki-NLP/opus-mt-ko-en", "Helsinki-NLP/opus-mt-tc-big-en-ko")
 MIN_SYLLABLES = 3

@@ -20,7 +20,7 @@ from __future__ import annotations
 import random
 
 from raysum.data import turn_speaker
-from raysum.tta._korean import split_line
+from raysum.tta import split_line
 
 TRIES = 10
 

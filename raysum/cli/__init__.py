@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def resolve_from_args(ns: argparse.Namespace):
     from raysum.config.resolve import resolve
-    from raysum.config.validate import validate
+    from raysum.pipeline import validate
 
     cfg = resolve(given_settings(ns), config_file=ns.config, overrides=ns.set)
     space = given_decoding_space(ns)
@@ -142,18 +142,37 @@ def _cmd_config_show(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _write_report(path, cfg, console) -> None:
+    """report.md at the end of every run (and after failed units, for the post-mortem);
+    plots with --save_visualizations."""
+    from raysum.report import write_report
+
+    files = write_report(path, plots=cfg.experiment.save_visualizations)
+    plots = [f for f in files if f.suffix == ".png"]
+    report = next(f for f in files if f.suffix == ".md")
+    console.print(f"[bold]report[/] {report}" + (f" with {len(plots)} plots in {plots[0].parent}" if plots else ""))
+
+
 def _cmd_train(ns: argparse.Namespace) -> int:
-    from raysum.pipeline import run_experiment
+    from pathlib import Path
+
+    from raysum.pipeline import refuse_resume_settings, run_experiment
 
     search_flags = [f"--{k}" for k in ("space", "trials", "scheduler", "metric") if getattr(ns, k) is not None]
     if ns.resume:
         from raysum.pipeline import resume_experiment
+        from raysum.tune.training_search import is_training_search, resume_training_search
 
         if search_flags:
             raise ConfigError(f"--resume continues {ns.resume} with the settings it was started with; "
                               f"drop {', '.join(search_flags)}")
-        resume_experiment(ns.resume, {**given_settings(ns), **given_decoding_space(ns)}, ns.config, ns.set,
-                          console=console)
+        settings = {**given_settings(ns), **given_decoding_space(ns)}
+        path = Path(ns.resume).resolve()
+        if is_training_search(path):
+            refuse_resume_settings(path, settings, ns.config, ns.set)
+            resume_training_search(path, console)
+            return 0
+        resume_experiment(path, settings, ns.config, ns.set, console=console, after=_write_report)
         return 0
     cfg = resolve_from_args(ns)
     if cfg.experiment.mode == "optuna":
@@ -166,7 +185,7 @@ def _cmd_train(ns: argparse.Namespace) -> int:
         raise ConfigError(f"{', '.join(search_flags)}: for --mode optuna only (the training search), "
                           f"not mode {cfg.experiment.mode}")
     _print_warnings(cfg)
-    run_experiment(cfg, command_line=sys.argv, console=console)
+    run_experiment(cfg, command_line=sys.argv, console=console, after=_write_report)
     return 0
 
 
@@ -227,7 +246,7 @@ def _cmd_predict(ns: argparse.Namespace) -> int:
 # Flags each kind of search takes besides --space; anything else given is refused.
 TRAINING_SEARCH_FLAGS = {"trials", "scheduler", "metric", "max_concurrent", "tokenizer", "json", "config", "set"}
 CANDIDATE_SEARCH_FLAGS = {"experiment", "trials", "max_concurrent", "tokenizer", "json", "seed", "num_cpus",
-                          "ensemble_space"}
+                          "ensemble_space", "ray_address"}
 SEARCH_DEFAULTS = {"tokenizer": "kiwi", "json": False, "set": []}
 
 
@@ -313,7 +332,7 @@ def _cmd_tune_candidates(ns: argparse.Namespace, given: set[str]) -> int:
         raise ConfigError(f"{ns.space} searches a finished experiment's candidates: give --experiment DIR")
     options = dict(trials=50 if ns.trials is None else ns.trials, seed=getattr(ns, "seed", None),
                    num_cpus=getattr(ns, "num_cpus", None), max_concurrent=ns.max_concurrent, tokenizer=ns.tokenizer,
-                   console=None if ns.json else console)
+                   ray_address=getattr(ns, "ray_address", None), console=None if ns.json else console)
     if load_space(ns.space).space == "decoding":
         from raysum.tune.decoding_search import search_decoding
 

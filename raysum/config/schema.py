@@ -87,6 +87,8 @@ SHARED_FIELDS = (
 )
 
 MODES = ("single", "kfold", "multi_model", "optuna", "full")
+ONE_MODEL_MODES = ("single", "kfold")
+FOLD_MODES = ("kfold", "full", "optuna")  # optuna: trials validate on fold 0
 
 
 @dataclass

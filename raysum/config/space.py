@@ -21,9 +21,10 @@ one ``weights.<model>`` parameter for every model of the experiment, and
 ``weights.<model>`` keys name one model explicitly.
 
 :func:`load_space` collects every problem of a file and raises one
-:class:`raysum.errors.ConfigError`; :func:`to_tune` gives the ``ray.tune`` sampling
-objects (flat keys: ``learning_rate``, ``models.kobart.learning_rate``,
-``weights.kobart``) and :func:`to_optuna` the matching Optuna distributions.
+:class:`raysum.errors.ConfigError`. Parsing lives here, below everything that reads a
+space (decoding settings drawn at config time, the Tune searches);
+:mod:`raysum.tune.space` adds the strategy-name check and turns a space into ``ray.tune``
+sampling objects and Optuna distributions.
 """
 
 from __future__ import annotations
@@ -31,9 +32,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-
+from raysum.config.resolve import read_yaml_file
 from raysum.errors import ConfigError
 
 KINDS = {"loguniform": ("low", "high"), "uniform": ("low", "high"), "int": ("low", "high", "step"),
@@ -80,14 +82,16 @@ class SearchSpace:
         return out
 
 
-def load_space(path: str | Path) -> SearchSpace:
-    """Read and validate a search space file; ConfigError listing every problem."""
-    from raysum.config.resolve import read_yaml_file
-
+def load_space(path: str | Path,
+               checks: tuple[Callable[[SearchSpace, list[str]], None], ...] = ()) -> SearchSpace:
+    """Read and validate a search space file; ConfigError listing every problem (``checks``:
+    more checks by the packages that own what a space names, e.g. strategy names)."""
     path = Path(path)
     data = read_yaml_file(path, "search space", missing="no such file")
     problems: list[str] = []
     space = _parse(data, problems, str(path))
+    for check in checks:
+        check(space, problems)
     if problems:
         raise ConfigError([f"search space {path}: {p}" for p in problems])
     return space
@@ -169,8 +173,8 @@ def _parse_weights(space: SearchSpace, name: str, spec: Any, problems: list[str]
 
 
 def _check_strategies(space: SearchSpace, problems: list[str]) -> None:
-    from raysum.ensemble import canonical
-
+    """The strategy parameter's shape; its names are checked against the strategy registry by
+    raysum.tune.space.load_space."""
     strategy = space.parameters.get("strategy")
     if strategy is None:
         problems.append("the ensemble space needs a 'strategy' parameter (kind choice)")
@@ -178,11 +182,6 @@ def _check_strategies(space: SearchSpace, problems: list[str]) -> None:
     if strategy.kind != "choice":
         problems.append(f"strategy: kind must be choice, not {strategy.kind}")
         return
-    for value in strategy.values:
-        try:
-            canonical(str(value))
-        except ValueError as exc:
-            problems.append(f"strategy: {exc}")
     if "weighted_avg" in strategy.values and not space.weights:
         problems.append("strategy offers weighted_avg but no weights are searched (add weights.each_model)")
 
@@ -255,40 +254,6 @@ def check_models(space: SearchSpace, models: list[str]) -> None:
     if unknown:
         raise ConfigError(f"search space {space.path}: model(s) {unknown} are not in the experiment "
                           f"({', '.join(models) or 'none'})")
-
-
-def to_tune(space: SearchSpace, models: list[str]) -> dict:
-    """``ray.tune`` sampling objects under flat keys (``weights.each_model`` expanded)."""
-    from ray import tune
-
-    check_models(space, models)
-    out = {}
-    for key, p in space.flat(models).items():
-        if p.kind == "loguniform":
-            out[key] = tune.loguniform(p.low, p.high)
-        elif p.kind == "uniform":
-            out[key] = tune.uniform(p.low, p.high)
-        elif p.kind == "int":
-            # tune.qrandint includes its upper bound, like the file's `high`.
-            out[key] = tune.qrandint(p.low, p.high, p.step) if p.step != 1 else tune.randint(p.low, p.high + 1)
-        else:
-            out[key] = tune.choice(list(p.values))
-    return out
-
-
-def to_optuna(space: SearchSpace, models: list[str]) -> dict:
-    """Optuna distributions under the same flat keys (for rebuilding a study from trials)."""
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-
-    out = {}
-    for key, p in space.flat(models).items():
-        if p.kind in ("loguniform", "uniform"):
-            out[key] = FloatDistribution(p.low, p.high, log=p.kind == "loguniform")
-        elif p.kind == "int":
-            out[key] = IntDistribution(p.low, p.high, step=p.step)
-        else:
-            out[key] = CategoricalDistribution(list(p.values))
-    return out
 
 
 def sample(parameters: dict[str, Parameter], rng) -> dict:

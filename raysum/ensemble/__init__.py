@@ -18,7 +18,7 @@ from raysum.ensemble import stacking, voting, weighted_avg
 from raysum.ensemble._evaluate import best_single_unit, evaluate, score_rows, select, unit_name
 from raysum.ensemble._features import FEATURE_DOCS, candidate_features
 from raysum.ensemble._prepare import Prepared, prepare, subset
-from raysum.ensemble._registry import ALIASES, STRATEGIES, Choice, canonical, register_strategy
+from raysum.ensemble._registry import ALIASES, STRATEGIES, Choice, canonical, config_problems, register_strategy, run_strategy
 
 register_strategy("voting", voting)
 register_strategy("weighted_avg", weighted_avg)
@@ -33,9 +33,11 @@ __all__ = [
     "best_single_unit",
     "candidate_features",
     "canonical",
+    "config_problems",
     "evaluate",
     "prepare",
     "register_strategy",
+    "run_strategy",
     "score_rows",
     "select",
     "subset",

@@ -15,6 +15,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from raysum.registry import Registry
+
 # The seed report's names, each mapped to the strategy that does what it meant.
 ALIASES: dict[str, str] = {
     "majority_vote": "voting",
@@ -24,7 +26,7 @@ ALIASES: dict[str, str] = {
 }
 
 # name -> select function, in registration order.
-STRATEGIES: dict[str, Callable] = {}
+STRATEGIES = Registry("ensemble strategy")
 
 OPTIONS = ("weights", "references", "seed")
 
@@ -45,7 +47,7 @@ def register_strategy(name: str, strategy: ModuleType | Callable, *, replace: bo
         raise ValueError(f"{name!r} is an alias of {ALIASES[name]!r}; choose another name")
     if name in STRATEGIES and not replace:
         raise ValueError(f"strategy {name!r} is already registered; pass replace=True to replace it")
-    STRATEGIES[name] = fn
+    STRATEGIES.register(name, fn)
 
 
 def canonical(name: str) -> str:
@@ -79,3 +81,20 @@ def run_strategy(prepared, name: str, **options) -> Choice:
     if not np.array_equal(prepared.pool_of[choice.rows], np.arange(len(prepared.pools))):
         raise RuntimeError(f"strategy {name!r} chose a candidate outside its dialogue's pool")
     return choice
+
+
+def config_problems(cfg) -> tuple[list[str], list[str]]:
+    """Problems and warnings of a resolved config's ensemble settings (names read from the registry)."""
+    from raysum.config.schema import FOLD_MODES
+
+    exp, problems, warnings = cfg.experiment, [], []
+    strategy = ALIASES.get(exp.ensemble_strategy, exp.ensemble_strategy)
+    if strategy not in STRATEGIES:
+        problems.append(f"ensemble_strategy {exp.ensemble_strategy!r} is unknown; choose one of "
+                        f"{', '.join(STRATEGIES)} (aliases: {', '.join(ALIASES)})")
+    if strategy == "stacking" and exp.mode not in FOLD_MODES:
+        problems.append(f"ensemble_strategy stacking learns from out-of-fold candidates: use mode kfold or full, "
+                        f"not {exp.mode}")
+    if exp.ensemble_weights is not None and strategy != "weighted_avg":
+        warnings.append(f"ensemble_weights only apply to weighted_avg, not {exp.ensemble_strategy}")
+    return problems, warnings

@@ -23,10 +23,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from raysum.experiment.candidates import DECODING_COLUMN as COLUMN, DEFAULT_DECODING as DEFAULT
+
 DECODING_KEYS = ("num_beams", "length_penalty", "no_repeat_ngram_size", "max_length")
-DEFAULT = "d0"
 MAX_DECODINGS = 4  # per unit, the model's own settings included
-COLUMN = "decoding"
 # What each key accepts: (type check, bound check, description).
 _RULES = {
     "num_beams": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
@@ -107,8 +107,8 @@ def apply_decoding_space(cfg, space_path: str | Path | None, trials: int | None)
     model. Problems join ``cfg.problems`` (validation raises them with the rest)."""
     import numpy as np
 
+    from raysum.config.space import check_models, load_space
     from raysum.errors import ConfigError
-    from raysum.tune.space import check_models, load_space
 
     trials = MAX_DECODINGS - 1 if trials is None else trials
     problems = cfg.problems
@@ -146,7 +146,7 @@ def _draw_new(rng, space, cfg, drawn: dict, attempts: int = 100) -> dict[str, di
     """One setting per model, differing from every model's own and earlier ones when the
     space allows (a small choice-only space may not: the last draw is kept then, and
     validation reports the repeat)."""
-    from raysum.tune.space import sample
+    from raysum.config.space import sample
 
     for _ in range(attempts):
         common = sample(space.parameters, rng)

@@ -3,7 +3,7 @@ trained for tiny presets, and the prompt/encoding contract shared by training an
 generation."""
 
 from raysum.models.architectures import (
-    KINDS, auto_model_class, available_architectures, get_architecture, register_architecture,
+    ARCHITECTURES, KINDS, architecture_problems, auto_model_class, available_architectures, get_architecture, register_architecture,
 )
 from raysum.models.loading import (
     apply_lora, check_weights_available, count_parameters, load_model_and_tokenizer, load_trained_model,
@@ -13,7 +13,7 @@ from raysum.models.prompts import IGNORE_INDEX, chat_prompt_parts, encode_exampl
 from raysum.models.tokenizer import CHAT_MARKERS, MASK_TAGS, SPEAKER_TAGS, TAG_TOKENS, train_tokenizer
 
 __all__ = [
-    "CHAT_MARKERS", "IGNORE_INDEX", "KINDS", "MASK_TAGS", "SPEAKER_TAGS", "TAG_TOKENS",
+    "ARCHITECTURES", "architecture_problems", "CHAT_MARKERS", "IGNORE_INDEX", "KINDS", "MASK_TAGS", "SPEAKER_TAGS", "TAG_TOKENS",
     "apply_lora", "auto_model_class", "available_architectures", "chat_prompt_parts", "check_weights_available",
     "count_parameters", "encode_examples", "encode_sources", "encode_targets", "get_architecture",
     "load_model_and_tokenizer", "load_trained_model", "register_architecture", "resolve_device",

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from raysum.errors import ConfigError
+from raysum.registry import Registry
+
 KINDS = ("seq2seq", "causal")
 
 # kind -> the Auto class that loads any checkpoint of that kind.
@@ -28,14 +31,14 @@ class Architecture:
         return _transformers_attr(self.model_class)(config)
 
 
-_ARCHITECTURES: dict[str, Architecture] = {}
+ARCHITECTURES = Registry("architecture")
 
 
 def register_architecture(name: str, kind: str, config_class: str, model_class: str) -> None:
     """Make `from_config: {architecture: name}` build `transformers.<model_class>`."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    _ARCHITECTURES[name] = Architecture(name, kind, config_class, model_class)
+    ARCHITECTURES.register(name, Architecture(name, kind, config_class, model_class))
 
 
 register_architecture("bart", "seq2seq", "BartConfig", "BartForConditionalGeneration")
@@ -44,14 +47,20 @@ register_architecture("qwen3", "causal", "Qwen3Config", "Qwen3ForCausalLM")
 
 
 def available_architectures() -> list[str]:
-    return sorted(_ARCHITECTURES)
+    return sorted(ARCHITECTURES)
+
+
+def architecture_problems(settings) -> list[str]:
+    """A tiny preset's `from_config.architecture` that is not registered."""
+    if settings.from_config is not None and settings.from_config.get("architecture") not in ARCHITECTURES:
+        return [f"from_config.architecture must be one of {', '.join(ARCHITECTURES)}"]
+    return []
 
 
 def get_architecture(name: str) -> Architecture:
     try:
-        return _ARCHITECTURES[name]
+        return ARCHITECTURES[name]
     except KeyError:
-        from raysum.errors import ConfigError
         raise ConfigError(
             f"unknown architecture {name!r} in from_config; available: {', '.join(available_architectures())}"
         ) from None

@@ -1,8 +1,16 @@
 """The experiment pipeline: data → units on Ray → candidates → scores → submission."""
 
-from raysum.pipeline._experiment import Unit, plan_units
-from raysum.pipeline._run import ensemble_experiment, predict_experiment, resume_experiment, run_experiment
+from raysum.pipeline._collect import ensemble_weights
+from raysum.pipeline._experiment import Unit, plan_units, unit_config
+from raysum.pipeline._run import (
+    ensemble_experiment, predict_experiment, preflight, refuse_resume_settings, resume_experiment, run_experiment,
+    start_experiment,
+)
+from raysum.pipeline._variants import map_back_labels
+from raysum.pipeline.validate import model_problems, validate
 
 __all__ = [
-    "Unit", "ensemble_experiment", "plan_units", "predict_experiment", "resume_experiment", "run_experiment",
+    "Unit", "ensemble_experiment", "ensemble_weights", "map_back_labels", "model_problems", "plan_units",
+    "predict_experiment", "preflight", "refuse_resume_settings", "resume_experiment", "run_experiment",
+    "start_experiment", "unit_config", "validate",
 ]

@@ -5,7 +5,6 @@ Scoring happens here, in the driver (kiwipiepy is not needed on GPU workers).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
@@ -13,41 +12,31 @@ from rich.console import Console
 
 from raysum.config.resolve import ResolvedConfig
 from raysum.errors import DataError, RaysumError
-from raysum.generation.decodings import COLUMN as DECODING, DEFAULT as DEFAULT_DECODING, default_decoding
+from raysum.experiment import Experiment, layout, write_parquet
+from raysum.experiment.candidates import DECODING_COLUMN as DECODING, normalize
+from raysum.generation.decodings import default_decoding
 from raysum.pipeline._experiment import Unit
-from raysum.pipeline._variants import LABEL_MAPS, map_back_labels
+from raysum.pipeline._variants import map_back_labels
 
-CANDIDATE_COLUMNS = ["split", "fname", "model", "fold", "tta", "decoding", "text", "n_tokens", "logprob"]
 KEYS = ("rouge1", "rouge2", "rougeL", "rouge_sum", "competition_score", "n")
 
 
 def collect_candidates(path: Path, units: list[Unit]) -> pd.DataFrame:
     """Every unit's generated summaries in one table, `candidates.parquet`: every decoding
     setting's (the `decoding` column; a unit from before it had one generated d0 only)."""
+    exp = Experiment(path)
     frames = []
     for unit in units:
-        file = path / "units" / unit.model / unit.fold_label / "predictions.parquet"
-        if not file.is_file():
-            raise RaysumError(f"unit {unit.name} has no predictions ({file})")
-        frame = pd.read_parquet(file)
-        if DECODING not in frame.columns:
-            frame[DECODING] = DEFAULT_DECODING
-        frames.append(frame)
-    candidates = pd.concat(frames, ignore_index=True)[CANDIDATE_COLUMNS]
-    candidates["fold"] = candidates["fold"].astype("Int64")
-    maps_file = path / "inputs" / LABEL_MAPS
-    if maps_file.is_file():
-        candidates = map_back_labels(candidates, pd.read_parquet(maps_file))
-    candidates.to_parquet(path / "candidates.parquet", index=False)
+        files = exp.unit(unit.model, unit.fold)
+        if not files.predictions_file.is_file():
+            raise RaysumError(f"unit {unit.name} has no predictions ({files.predictions_file})")
+        frames.append(files.predictions())
+    candidates = normalize(pd.concat(frames, ignore_index=True), exp.units_dir)
+    label_maps = exp.label_maps()
+    if label_maps is not None:
+        candidates = map_back_labels(candidates, label_maps)
+    exp.write_candidates(candidates)
     return candidates
-
-
-def _references(path: Path) -> dict[str, dict[str, list[str]]]:
-    refs = {}
-    for split, file in (("oof", "train"), ("dev", "dev"), ("test", "test")):
-        df = pd.read_parquet(path / "inputs" / f"{file}.parquet")
-        refs[split] = {f: list(r) for f, r in zip(df["fname"], df["references"]) if len(r)}
-    return refs
 
 
 def _score(rows: pd.DataFrame, refs: dict[str, list[str]]) -> dict | None:
@@ -65,11 +54,11 @@ def score_experiment(path: Path, cfg: ResolvedConfig, units: list[Unit], candida
     together, and the untrained model's dev score; all with the models' own decoding
     settings (d0). Units with extra decoding settings get `decodings`: each label's
     settings and OOF/dev scores. Written to `scores.json`."""
-    refs = _references(path)
+    exp = Experiment(path)
+    refs = exp.references()
     plain = default_decoding(candidates[candidates["tta"] == "none"])
     scores: dict = {"tokenizer": "kiwi", "units": {}, "models": {}}
-    aug_file = path / "inputs" / "augmentation.json"
-    augmentation = json.loads(aug_file.read_text(encoding="utf-8")) if aug_file.is_file() else {}
+    augmentation = exp.augmentation()
     for unit in units:
         rows = plain[(plain["model"] == unit.model) & _fold_mask(plain, unit.fold)]
         entry: dict = {"model": unit.model, "fold": unit.fold}
@@ -77,25 +66,24 @@ def score_experiment(path: Path, cfg: ResolvedConfig, units: list[Unit], candida
             result = _score(rows[rows["split"] == split], refs[split])
             if result:
                 entry[split] = result
-        info = path / "units" / unit.model / unit.fold_label / "unit.json"
-        if info.is_file():
-            meta = json.loads(info.read_text(encoding="utf-8"))
+        meta = exp.unit(unit.model, unit.fold).info()
+        if meta:
             entry["timing"] = {k: meta.get(k) for k in ("train_s", "generate_s", "train_samples", "steps")}
             entry["node_id"] = meta.get("node_id")
         if unit.fold_label in augmentation:
             entry["augmentation"] = augmentation[unit.fold_label]
-        decodings = _decoding_scores(candidates, unit, meta.get("decodings") if info.is_file() else None, refs)
+        decodings = _decoding_scores(candidates, unit, meta.get("decodings") if meta else None, refs)
         if decodings:
             entry["decodings"] = decodings
         scores["units"][unit.name] = entry
     for model in cfg.models:
         rows = plain[(plain["model"] == model) & (plain["split"] == "oof")]
         entry = {"oof": _score(rows, refs["oof"])} if not rows.empty else {}
-        baseline = _baseline(path, model, units, refs["dev"])
+        baseline = _baseline(exp, model, units, refs["dev"])
         if baseline:
             entry["dev_untrained"] = baseline
         scores["models"][model] = entry
-    (path / "scores.json").write_text(json.dumps(scores, ensure_ascii=False, indent=1), encoding="utf-8")
+    exp.write_scores(scores)
     return scores
 
 
@@ -122,20 +110,12 @@ def _fold_mask(df: pd.DataFrame, fold: int | None) -> pd.Series:
     return df["fold"].isna() if fold is None else df["fold"] == fold
 
 
-def _baseline(path: Path, model: str, units: list[Unit], dev_refs: dict) -> dict | None:
+def _baseline(exp: Experiment, model: str, units: list[Unit], dev_refs: dict) -> dict | None:
     for unit in units:
-        file = path / "units" / model / unit.fold_label / "baseline.parquet"
-        if unit.model == model and file.is_file():
-            return _score(pd.read_parquet(file).query("split == 'dev'"), dev_refs)
+        baseline = exp.unit(model, unit.fold).baseline() if unit.model == model else None
+        if baseline is not None:
+            return _score(baseline.query("split == 'dev'"), dev_refs)
     return None
-
-
-def _dialogues(path: Path) -> dict[str, str]:
-    out = {}
-    for file in ("train", "dev", "test"):
-        df = pd.read_parquet(path / "inputs" / f"{file}.parquet", columns=["fname", "dialogue"])
-        out.update(zip(df["fname"], df["dialogue"]))
-    return out
 
 
 def ensemble_weights(cfg: ResolvedConfig) -> dict[str, float] | None:
@@ -148,16 +128,16 @@ def run_ensembles(path: Path, cfg: ResolvedConfig, candidates: pd.DataFrame, sco
     """Every ensemble strategy evaluated on OOF and dev next to the best single unit (into
     scores.json), on the candidates of the models' own decoding settings (d0); returns the
     selections of the configured strategy."""
-    from raysum.config.validate import ENSEMBLE_STRATEGIES, canonical_strategy
-    from raysum.ensemble import evaluate, prepare
+    from raysum.ensemble import STRATEGIES, canonical, evaluate, prepare
 
+    exp = Experiment(path)
     candidates = default_decoding(candidates)
-    refs = _references(path)
+    refs = exp.references()
     references = {"oof": refs["oof"], "dev": refs["dev"]}
     has_oof = (candidates["split"] == "oof").any()
-    chosen = canonical_strategy(cfg.experiment.ensemble_strategy)
-    strategies = strategies or [s for s in ENSEMBLE_STRATEGIES if has_oof or s != "stacking"]
-    prepared = prepare(candidates, _dialogues(path))
+    chosen = canonical(cfg.experiment.ensemble_strategy)
+    strategies = strategies or [s for s in STRATEGIES if has_oof or s != "stacking"]
+    prepared = prepare(candidates, exp.dialogues())
     ensembles, selections = scores.setdefault("ensembles", {}), None
     for strategy in strategies:
         weights = ensemble_weights(cfg) if strategy == "weighted_avg" else None
@@ -168,23 +148,24 @@ def run_ensembles(path: Path, cfg: ResolvedConfig, candidates: pd.DataFrame, sco
         if strategy == chosen:
             selections = result["selections"]
     scores["ensemble_strategy"] = chosen
-    (path / "scores.json").write_text(json.dumps(scores, ensure_ascii=False, indent=1), encoding="utf-8")
+    exp.write_scores(scores)
     return selections
 
 
 def write_submission(path: Path, cfg: ResolvedConfig, candidates: pd.DataFrame, scores: dict) -> str:
     """submission.csv from the configured ensemble's test selections."""
+    exp = Experiment(path)
     selections = run_ensembles(path, cfg, candidates, scores)
-    test = pd.read_parquet(path / "inputs" / "test.parquet")
+    test = exp.read_input("test")
     strategy = scores["ensemble_strategy"]
     submission = _selection_frame(selections, test["fname"].tolist(), strategy)
-    submission.to_csv(path / "submission.csv", index=False)
+    exp.write_submission(submission)
     result = scores["ensembles"][strategy]
     best = result["best_single"]
     why = (f"ensemble {strategy}: dev competition_score {result['dev']['competition_score']:.2f} vs best single unit "
            f"{best['unit']} (chosen by out-of-fold score) {best['dev']['competition_score']:.2f}")
     scores["submission"] = {"strategy": strategy, "reason": why}
-    (path / "scores.json").write_text(json.dumps(scores, ensure_ascii=False, indent=1), encoding="utf-8")
+    exp.write_scores(scores)
     return why
 
 
@@ -201,53 +182,56 @@ def predict_new_file(path: Path, test_file: str, output: str | None, ray_address
                      console: Console) -> Path:
     """Every trained unit generates for `test_file`; the submission uses the experiment's chosen unit."""
     from raysum.data import load_dataset
-    from raysum.pipeline._experiment import load_resolved, plan_units, unit_done
-    from raysum.pipeline._ray import init_ray, predict_units
-    from raysum.pipeline._variants import write_tta_inputs
+    from raysum.launch import init_ray, predict_with_units
+    from raysum.pipeline._experiment import plan_units
+    from raysum.pipeline._variants import tta_predict_paths, write_tta_inputs
 
-    cfg = load_resolved(path)
-    scores_file = path / "scores.json"
-    if not scores_file.is_file():
-        raise RaysumError(f"{path} has no scores.json: finish it first (raysum train --resume {path})")
-    scores = json.loads(scores_file.read_text(encoding="utf-8"))
+    exp = Experiment(path)
+    cfg = exp.resolved()
+    if not exp.has_scores():
+        raise RaysumError(f"{path} has no {layout.SCORES}: finish it first (raysum train --resume {path})")
+    scores = exp.scores()
     test = load_dataset(test_file)
     if test.empty:
         raise DataError("no dialogues", test_file)
-    units = [u for u in plan_units(cfg) if unit_done(path / "units" / u.model / u.fold_label)]
-    out_dir = path / "predictions" / Path(test_file).stem
+    units = [u for u in plan_units(cfg) if exp.unit(u.model, u.fold).done()]
+    out_dir = exp.prediction_dir(Path(test_file).stem)
     out_dir.mkdir(parents=True, exist_ok=True)
-    input_path = out_dir / "input.parquet"
-    test[["fname", "dialogue"]].to_parquet(input_path, index=False)
+    input_path = write_parquet(out_dir / layout.PREDICT_INPUT, test[["fname", "dialogue"]])
     init_ray(ray_address or cfg.experiment.ray_address, cfg.experiment.num_cpus)
     if cfg.experiment.use_tta:
-        write_tta_inputs(out_dir, cfg, {"test": test})
-    candidates = predict_units(path, cfg, units, input_path, out_dir, console)
-    candidates = pd.concat([_oof_candidates(path), candidates], ignore_index=True)
+        write_tta_inputs(exp, cfg, {"test": test}, folder=out_dir)
+    predict = {"test": str(input_path)}
+    predict.update({k: v for k, v in tta_predict_paths(exp, cfg, None, folder=out_dir).items()
+                    if k.startswith("test|")})
+    jobs = [(u.name, exp.unit(u.model, u.fold).path, cfg.models[u.model], u.fold) for u in units]
+    candidates = predict_with_units(jobs, predict, out_dir)
+    console.print(f"{len(jobs)} unit(s) generated for {input_path.name}")
+    candidates = pd.concat([_oof_candidates(exp), candidates], ignore_index=True)
     if cfg.experiment.use_tta:
-        candidates = map_back_labels(candidates, pd.read_parquet(out_dir / LABEL_MAPS))
-    candidates[candidates["split"] == "test"].to_parquet(out_dir / "candidates.parquet", index=False)
-    selections = _select_for_new_file(path, cfg, candidates, test, scores["ensemble_strategy"])
+        candidates = map_back_labels(candidates, exp.label_maps(out_dir))
+    exp.write_candidates(candidates[candidates["split"] == "test"], out_dir / layout.CANDIDATES)
+    selections = _select_for_new_file(exp, cfg, candidates, test, scores["ensemble_strategy"])
     submission = _selection_frame(selections, test["fname"].tolist(), scores["ensemble_strategy"])
-    target = Path(output) if output else out_dir / "submission.csv"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    submission.to_csv(target, index=False)
+    target = Path(output) if output else out_dir / layout.SUBMISSION
+    exp.write_submission(submission, target)
     console.print(f"[bold green]submission[/] {target}: {len(submission)} summaries, "
                   f"ensemble {scores['ensemble_strategy']} of {len(units)} unit(s)")
     return target
 
 
-def _oof_candidates(path: Path) -> pd.DataFrame:
+def _oof_candidates(exp: Experiment) -> pd.DataFrame:
     """The experiment's out-of-fold candidates (the models' own decoding settings): what
     stacking's meta-model learns from."""
-    candidates = default_decoding(pd.read_parquet(path / "candidates.parquet"))
+    candidates = default_decoding(exp.candidates())
     return candidates[candidates["split"] == "oof"]
 
 
-def _select_for_new_file(path: Path, cfg: ResolvedConfig, candidates: pd.DataFrame, test: pd.DataFrame,
+def _select_for_new_file(exp: Experiment, cfg: ResolvedConfig, candidates: pd.DataFrame, test: pd.DataFrame,
                          strategy: str) -> pd.DataFrame:
     from raysum.ensemble import prepare, select
 
-    dialogues = {**_dialogues(path), **dict(zip(test["fname"], test["dialogue"]))}
+    dialogues = {**exp.dialogues(), **dict(zip(test["fname"], test["dialogue"]))}
     prepared = prepare(candidates, dialogues)
     weights = ensemble_weights(cfg) if strategy == "weighted_avg" else None
-    return select(prepared, strategy, weights=weights, references=_references(path)["oof"], seed=cfg.experiment.seed)
+    return select(prepared, strategy, weights=weights, references=exp.references()["oof"], seed=cfg.experiment.seed)

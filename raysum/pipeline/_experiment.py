@@ -1,15 +1,8 @@
-"""The experiment directory and its inputs: data loaded once, folds, one input file per fold.
-
-    <output_dir>/<YYYYMMDD_HHMMSS>_<experiment_name>/
-        config.yaml  config.json  run.json  folds.csv
-        inputs/{train,dev,test}.parquet  inputs/fold<k>_{train,heldout}.parquet
-        units/<model>/fold<k>/   (or units/<model>/full without folds)
-        candidates.parquet  scores.json  submission.csv
-"""
+"""A new experiment's inputs: data loaded once, folds, one input file per fold, and the
+plain dict each unit runs from (the layout itself is raysum.experiment's)."""
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,8 +11,9 @@ from pathlib import Path
 import pandas as pd
 
 from raysum.config.resolve import ResolvedConfig
-from raysum.config.validate import FOLD_MODES
-from raysum.errors import DataError, RaysumError
+from raysum.config.schema import FOLD_MODES
+from raysum.errors import DataError
+from raysum.experiment import Experiment, layout, write_parquet
 from raysum.training.tracking import tracking_dir
 from raysum.pipeline._variants import (
     augment_training_part,
@@ -42,7 +36,7 @@ class Unit:
 
     @property
     def fold_label(self) -> str:
-        return "full" if self.fold is None else f"fold{self.fold}"
+        return layout.fold_label(self.fold)
 
 
 @dataclass
@@ -111,37 +105,35 @@ def create_experiment_dir(cfg: ResolvedConfig) -> Path:
 
 
 def write_experiment_files(path: Path, cfg: ResolvedConfig, data: ExperimentData, command_line: list[str]) -> None:
-    (path / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
-    (path / "config.json").write_text(json.dumps(cfg.tree(), ensure_ascii=False, indent=1), encoding="utf-8")
-    run = {"command_line": command_line, "created": time.time(), "data": data.paths, "notes": data.notes,
-           "warnings": cfg.warnings}
-    (path / "run.json").write_text(json.dumps(run, ensure_ascii=False, indent=1), encoding="utf-8")
-    inputs = path / "inputs"
-    inputs.mkdir(exist_ok=True)
-    for split in ("train", "dev", "test"):
-        getattr(data, split).to_parquet(inputs / f"{split}.parquet", index=False)
+    exp = Experiment(path)
+    exp.write_config(cfg)
+    exp.write_run_info({"command_line": command_line, "created": time.time(), "data": data.paths,
+                        "notes": data.notes, "warnings": cfg.warnings})
+    for split in layout.DATA_SPLITS:
+        exp.write_input(split, getattr(data, split))
     cache = output_root(cfg) / ".augmentation"
     augmentation = {}
     if data.folds is not None:
-        data.folds.to_csv(path / "folds.csv", index=False)
+        exp.write_folds(data.folds)
         from raysum.data import fold_split
 
         for fold in sorted(data.folds["fold"].unique()):
-            train_df, heldout = fold_split(data.train, data.folds, int(fold))
-            train_part, augmentation[f"fold{fold}"] = augment_training_part(_unit_frame(train_df), cfg, cache)
-            train_part.to_parquet(inputs / f"fold{fold}_train.parquet", index=False)
-            _unit_frame(heldout).to_parquet(inputs / f"fold{fold}_heldout.parquet", index=False)
+            fold = int(fold)
+            train_df, heldout = fold_split(data.train, data.folds, fold)
+            train_part, augmentation[layout.fold_label(fold)] = augment_training_part(_unit_frame(train_df), cfg, cache)
+            write_parquet(exp.fold_input(fold, "train"), train_part)
+            write_parquet(exp.fold_input(fold, "heldout"), _unit_frame(heldout))
     else:
-        full, augmentation["full"] = augment_training_part(_unit_frame(data.train), cfg, cache)
-        full.to_parquet(inputs / "full_train.parquet", index=False)
-    (inputs / "augmentation.json").write_text(json.dumps(augmentation, indent=1), encoding="utf-8")
-    _unit_frame(data.dev).to_parquet(inputs / "dev_units.parquet", index=False)
-    data.test[["fname", "dialogue"]].to_parquet(inputs / "test_units.parquet", index=False)
-    write_tta_inputs(inputs, cfg, {"train": data.train, "dev": data.dev, "test": data.test})
+        full, augmentation[layout.FULL_FOLD] = augment_training_part(_unit_frame(data.train), cfg, cache)
+        write_parquet(exp.fold_input(None, "train"), full)
+    exp.write_augmentation(augmentation)
+    exp.write_input(layout.DEV_UNITS, _unit_frame(data.dev))
+    exp.write_input(layout.TEST_UNITS, data.test[["fname", "dialogue"]])
+    write_tta_inputs(exp, cfg, {"train": data.train, "dev": data.dev, "test": data.test})
     if data.folds is not None:
         for fold in sorted(data.folds["fold"].unique()):
             heldout = data.folds.loc[data.folds["fold"] == fold, "fname"].tolist()
-            write_fold_tta_inputs(inputs, cfg, int(fold), heldout)
+            write_fold_tta_inputs(exp, cfg, int(fold), heldout)
 
 
 def _unit_frame(df: pd.DataFrame) -> pd.DataFrame:
@@ -154,17 +146,17 @@ def unit_config(path: Path, cfg: ResolvedConfig, unit: Unit, baseline: bool) -> 
     """The plain dict a unit runs from (what Ray ships to the worker)."""
     from dataclasses import asdict
 
-    inputs = path / "inputs"
+    exp = Experiment(path)
+    train_path = exp.fold_input(unit.fold, "train")
     if unit.fold is None:
-        train_path, eval_path, predict = inputs / "full_train.parquet", inputs / "dev_units.parquet", {}
+        eval_path, predict = exp.input_file(layout.DEV_UNITS), {}
     else:
-        train_path = inputs / f"fold{unit.fold}_train.parquet"
-        eval_path = inputs / f"fold{unit.fold}_heldout.parquet"
+        eval_path = exp.fold_input(unit.fold, "heldout")
         predict = {"oof": str(eval_path)}
-    predict.update({"dev": str(inputs / "dev_units.parquet"), "test": str(inputs / "test_units.parquet")})
-    predict.update(tta_predict_paths(inputs, cfg, None if unit.fold is None else f"fold{unit.fold}"))
+    predict.update({"dev": str(exp.input_file(layout.DEV_UNITS)), "test": str(exp.input_file(layout.TEST_UNITS))})
+    predict.update(tta_predict_paths(exp, cfg, None if unit.fold is None else unit.fold_label))
     return {
-        "unit_dir": str(path / "units" / unit.model / unit.fold_label),
+        "unit_dir": str(exp.unit(unit.model, unit.fold).path),
         "model": asdict(cfg.models[unit.model]),
         "fold": unit.fold,
         "seed": cfg.experiment.seed,
@@ -185,7 +177,7 @@ def ray_storage(path: Path, cfg: ResolvedConfig) -> str:
     URI, so experiments sharing a bucket never share run names), else <experiment>/ray."""
     root = cfg.experiment.storage_path
     if not root:
-        return str(path / "ray")
+        return str(Experiment(path).ray_dir)
     from raysum.storage import scheme
 
     if scheme(root) is None:
@@ -193,21 +185,6 @@ def ray_storage(path: Path, cfg: ResolvedConfig) -> str:
     return f"{root.rstrip('/')}/{path.name}"  # a URI goes to Ray Train (pyarrow.fs) as it is
 
 
-def unit_done(unit_dir: Path) -> bool:
-    info = unit_dir / "unit.json"
-    if not info.is_file():
-        return False
-    try:
-        return json.loads(info.read_text()).get("status") == "done"
-    except json.JSONDecodeError:
-        return False
-
-
 def load_resolved(path: Path) -> ResolvedConfig:
     """The resolved config an experiment directory was run with (from config.json)."""
-    from raysum.config.resolve import config_from_tree
-
-    file = Path(path) / "config.json"
-    if not file.is_file():
-        raise RaysumError(f"{path} is not a raysum experiment directory (no config.json)")
-    return config_from_tree(json.loads(file.read_text(encoding="utf-8")))
+    return Experiment(path).resolved()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -10,32 +9,23 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from raysum.experiment import Experiment, UnitFiles
+
 POLL_S = 0.5
 
 
-def _tail_metrics(unit_dir: Path) -> dict:
-    """The last training-step row of a unit's metrics.jsonl (empty before the first step)."""
-    file = unit_dir / "metrics.jsonl"
-    if not file.is_file():
-        return {}
-    last = {}
-    with file.open(encoding="utf-8") as fh:
-        for line in fh:
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line being written
-            if "loss" in row:
-                last = row
-    return last
+def _tail_metrics(unit: UnitFiles) -> dict:
+    """The last training-step row of a unit's metrics (empty before the first step; a line
+    being written is left out)."""
+    return next((row for row in reversed(unit.metrics()) if "loss" in row), {})
 
 
-def _unit_state(unit_dir: Path, finished: dict[str, str | None], name: str) -> str:
+def _unit_state(unit: UnitFiles, finished: dict[str, str | None], name: str) -> str:
     if name in finished:
         return "failed" if finished[name] else "done"
-    if (unit_dir / "unit.json").is_file():
+    if unit.info_file.is_file():
         return "done"
-    if (unit_dir / "metrics.jsonl").is_file() or (unit_dir / "attempts.jsonl").is_file():
+    if unit.started():
         return "running"
     return "queued"
 
@@ -46,9 +36,10 @@ def _table(names: list[str], exp_dir: Path, finished: dict[str, str | None], sta
         table.add_column(col, justify="left" if col in ("unit", "state") else "right")
     colors = {"queued": "dim", "running": "yellow", "done": "green", "failed": "red"}
     for name in names:
-        unit_dir = exp_dir / "units" / name
-        state = _unit_state(unit_dir, finished, name)
-        row = _tail_metrics(unit_dir)
+        model, label = name.split("/")
+        unit = Experiment(exp_dir).unit(model, label)
+        state = _unit_state(unit, finished, name)
+        row = _tail_metrics(unit)
         table.add_row(name, f"[{colors[state]}]{state}[/]", str(row.get("step", "")),
                       f"{row['epoch']:.2f}" if "epoch" in row else "",
                       f"{row['loss']:.4f}" if "loss" in row else "")

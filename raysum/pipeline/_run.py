@@ -7,29 +7,32 @@ refused run leaves nothing behind and never overwrites an earlier experiment.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
 
 from raysum.config.resolve import ResolvedConfig
 from raysum.errors import ConfigError, RaysumError
-from raysum.pipeline._collect import collect_candidates, score_experiment, write_submission
+from raysum.experiment import Experiment, layout
+from raysum.launch import check_resources, cluster_nodes, init_ray, launch_unit
+from raysum.pipeline._collect import collect_candidates, run_ensembles, score_experiment, write_submission
 from raysum.pipeline._experiment import (
     Unit,
     create_experiment_dir,
     load_experiment_data,
-    load_resolved,
     plan_units,
     ray_storage,
     unit_config,
-    unit_done,
     write_experiment_files,
 )
-from raysum.pipeline._progress import watch_units
-from raysum.pipeline._ray import check_resources, cluster_nodes, init_ray, launch_unit
+from raysum.pipeline._progress import print_scores, watch_units
+
+# Called with (experiment directory, config, console) when a run ends, finished or with
+# failed units (the post-mortem): the CLI writes the report with it.
+AfterRun = Callable[[Path, ResolvedConfig, Console], None]
 
 
 def preflight(cfg: ResolvedConfig) -> None:
@@ -79,7 +82,7 @@ def start_experiment(cfg: ResolvedConfig, command_line: list[str] | None, consol
 
 
 def run_experiment(cfg: ResolvedConfig, command_line: list[str] | None = None,
-                   console: Console | None = None) -> Path:
+                   console: Console | None = None, after: AfterRun | None = None) -> Path:
     """Run a validated config; returns the experiment directory."""
     console = console or Console()
     if cfg.experiment.mode == "optuna":
@@ -88,34 +91,34 @@ def run_experiment(cfg: ResolvedConfig, command_line: list[str] | None = None,
                           "raysum.tune.training_search.search_training)")
     path = start_experiment(cfg, command_line, console)
     console.print(f"experiment directory: [bold]{path}[/]")
-    _run_units(path, cfg, console)
+    _run_units(path, cfg, console, after)
     return path
 
 
-def resume_experiment(path: str | Path, cli: dict, config_file: str | None, overrides: list[str],
-                      console: Console | None = None) -> Path:
-    """Continue an experiment: finished units are reused, interrupted ones resume from a checkpoint."""
-    console = console or Console()
-    path = Path(path).resolve()
+def refuse_resume_settings(path: Path, cli: dict, config_file: str | None, overrides: list[str]) -> None:
+    """--resume continues with the settings a run was started with: any other setting is an error."""
     if cli or config_file or overrides:
         given = sorted(cli) + (["--config"] if config_file else []) + (["--set"] if overrides else [])
         raise ConfigError(f"--resume continues {path} with the settings it was started with; "
                           f"drop {', '.join('--' + g if not g.startswith('--') else g for g in given)}")
-    from raysum.tune.training_search import is_training_search, resume_training_search
 
-    if is_training_search(path):
-        resume_training_search(path, console)
-        return path
-    cfg = load_resolved(path)
+
+def resume_experiment(path: str | Path, cli: dict, config_file: str | None, overrides: list[str],
+                      console: Console | None = None, after: AfterRun | None = None) -> Path:
+    """Continue an experiment: finished units are reused, interrupted ones resume from a checkpoint."""
+    console = console or Console()
+    path = Path(path).resolve()
+    refuse_resume_settings(path, cli, config_file, overrides)
+    cfg = Experiment(path).resolved()
     preflight(cfg)
     init_ray(cfg.experiment.ray_address, cfg.experiment.num_cpus)
     check_resources(cfg.models, cluster_nodes())
     console.print(f"resuming [bold]{path}[/]")
-    _run_units(path, cfg, console)
+    _run_units(path, cfg, console, after)
     return path
 
 
-def _run_units(path: Path, cfg: ResolvedConfig, console: Console) -> None:
+def _run_units(path: Path, cfg: ResolvedConfig, console: Console, after: AfterRun | None) -> None:
     units = plan_units(cfg)
     baseline_done: set[str] = set()
     runs, reused = [], []
@@ -123,7 +126,7 @@ def _run_units(path: Path, cfg: ResolvedConfig, console: Console) -> None:
     for unit in units:
         config = unit_config(path, cfg, unit, baseline=unit.model not in baseline_done)
         baseline_done.add(unit.model)
-        if unit_done(Path(config["unit_dir"])):
+        if Experiment(path).unit(unit.model, unit.fold).done():
             reused.append(unit.name)
             continue
         runs.append(launch_unit(unit.name, config, cfg.models[unit.model], ray_storage(path, cfg)))
@@ -133,24 +136,27 @@ def _run_units(path: Path, cfg: ResolvedConfig, console: Console) -> None:
     _record_timing(path, "unit_phases", started)
     if failures:
         try:  # what finished, for the post-mortem; the unit failures are the error to raise
-            _write_report(path, cfg, console)
+            if after:
+                after(path, cfg, console)
         except Exception as exc:  # noqa: BLE001
-            console.print(f"[yellow]warning:[/] report.md not written: {exc}")
+            console.print(f"[yellow]warning:[/] {layout.REPORT_MD} not written: {exc}")
         raise RaysumError("units failed (finished units are kept; `raysum train --resume "
                           f"{path}` continues):\n" + "\n".join(f"  - {n}: {e}" for n, e in failures.items()))
     _finish(path, cfg, units, console)
+    if after:
+        after(path, cfg, console)
 
 
 def _record_timing(path: Path, phase: str, started: float) -> None:
     """run.json: `unit_phases` is a list (one per attempt), `finish_phase` the last finish."""
-    run_file = path / "run.json"
-    run = json.loads(run_file.read_text(encoding="utf-8"))
+    exp = Experiment(path)
+    run = exp.run_info()
     span = {"start": started, "end": time.time()}
     if phase == "unit_phases":
         run.setdefault(phase, []).append(span)
     else:
         run[phase] = span
-    run_file.write_text(json.dumps(run, ensure_ascii=False, indent=1), encoding="utf-8")
+    exp.write_run_info(run)
 
 
 def _finish(path: Path, cfg: ResolvedConfig, units: list[Unit], console: Console) -> None:
@@ -160,11 +166,8 @@ def _finish(path: Path, cfg: ResolvedConfig, units: list[Unit], console: Console
     _log_scores_to_trackers(path, cfg, units, scores)
     choice = write_submission(path, cfg, candidates, scores)
     _record_timing(path, "finish_phase", started)
-    from raysum.pipeline._progress import print_scores
-
     print_scores(scores, console)
-    console.print(f"[bold green]submission[/] {path / 'submission.csv'}: {choice}")
-    _write_report(path, cfg, console)
+    console.print(f"[bold green]submission[/] {Experiment(path).submission_file}: {choice}")
 
 
 def _log_scores_to_trackers(path: Path, cfg: ResolvedConfig, units: list[Unit], scores: dict) -> None:
@@ -179,51 +182,39 @@ def _log_scores_to_trackers(path: Path, cfg: ResolvedConfig, units: list[Unit], 
         log_unit_scores(tracking_dir(path, unit.model, unit.fold_label), entry, step)
 
 
-def _write_report(path: Path, cfg: ResolvedConfig, console: Console) -> None:
-    """report.md at the end of every experiment; plots with --save_visualizations."""
-    from raysum.report import write_report
-
-    files = write_report(path, plots=cfg.experiment.save_visualizations)
-    plots = [f for f in files if f.suffix == ".png"]
-    console.print(f"[bold]report[/] {path / 'report.md'}" + (f" with {len(plots)} plots in {path / 'plots'}"
-                                                            if plots else ""))
-
-
 def ensemble_experiment(path: str | Path, strategy: str, weights: list[float] | None = None) -> dict:
     """Evaluate one ensemble strategy on a finished experiment's candidates; the numbers
     also go into its scores.json (under `ensembles`)."""
     from dataclasses import replace
 
-    from raysum.config.validate import ENSEMBLE_STRATEGIES, canonical_strategy
-    from raysum.pipeline._collect import run_ensembles
+    from raysum.ensemble import ALIASES, STRATEGIES
 
     path = Path(path).resolve()
-    cfg = load_resolved(path)
-    canonical = canonical_strategy(strategy)
+    exp = Experiment(path)
+    cfg = exp.resolved()
+    canonical = ALIASES.get(strategy, strategy)
     problems = []
-    if canonical not in ENSEMBLE_STRATEGIES:
-        problems.append(f"strategy {strategy!r} is unknown; choose one of {', '.join(ENSEMBLE_STRATEGIES)}")
+    if canonical not in STRATEGIES:
+        problems.append(f"strategy {strategy!r} is unknown; choose one of {', '.join(STRATEGIES)}")
     if weights is not None and len(weights) != len(cfg.models):
         problems.append(f"--ensemble_weights has {len(weights)} values for {len(cfg.models)} models "
                         f"({', '.join(cfg.models)})")
     if weights is not None and (any(w < 0 for w in weights) or not sum(weights) > 0):
         problems.append("--ensemble_weights must be >= 0 with a positive sum")
-    for name in ("candidates.parquet", "scores.json"):
-        if not (path / name).is_file():
+    for name, present in ((layout.CANDIDATES, exp.has_candidates()), (layout.SCORES, exp.has_scores())):
+        if not present:
             problems.append(f"{path} has no {name}: finish the experiment first (raysum train --resume {path})")
     if problems:
         raise ConfigError(problems)
-    import pandas as pd
-
     cfg.experiment = replace(cfg.experiment, ensemble_weights=weights or cfg.experiment.ensemble_weights)
-    scores = json.loads((path / "scores.json").read_text(encoding="utf-8"))
-    candidates = pd.read_parquet(path / "candidates.parquet")
+    scores = exp.scores()
+    candidates = exp.candidates()
     if canonical == "stacking" and not (candidates["split"] == "oof").any():
         raise ConfigError("stacking learns from out-of-fold candidates; this experiment has none (no folds)")
     keep = scores.get("ensemble_strategy")
     run_ensembles(path, cfg, candidates, scores, strategies=[canonical])
     scores["ensemble_strategy"] = keep  # the submission's strategy does not change
-    (path / "scores.json").write_text(json.dumps(scores, ensure_ascii=False, indent=1), encoding="utf-8")
+    exp.write_scores(scores)
     result = scores["ensembles"][canonical]
     return {"strategy": canonical, "oof": result.get("oof"), "dev": result.get("dev"),
             "best_single": result.get("best_single"), **({"weights": result["weights"]} if "weights" in result else {})}

@@ -9,8 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from raysum.config.resolve import ResolvedConfig
-
-LABEL_MAPS = "tta_label_maps.parquet"
+from raysum.experiment import Experiment, layout, write_parquet
 
 
 def augment_training_part(train: pd.DataFrame, cfg: ResolvedConfig, cache_dir: Path) -> tuple[pd.DataFrame, dict]:
@@ -37,48 +36,48 @@ def tta_variant_names(cfg: ResolvedConfig) -> list[str]:
     return [f"{strategy}_{i + 1}" for strategy in exp.tta_strategies for i in range(exp.tta_num_aug)]
 
 
-def write_tta_inputs(inputs: Path, cfg: ResolvedConfig, frames: dict[str, pd.DataFrame]) -> None:
+def write_tta_inputs(experiment: Experiment, cfg: ResolvedConfig, frames: dict[str, pd.DataFrame],
+                     folder: Path | None = None) -> None:
     """One parquet (fname, dialogue) per split and variant, `inputs/tta/<split>_<variant>.parquet`,
-    and every variant's label map in `inputs/tta_label_maps.parquet`."""
-    exp = cfg.experiment
-    if not exp.use_tta:
+    and every variant's label map (`folder`: a prediction's own inputs instead of inputs/)."""
+    settings = cfg.experiment
+    if not settings.use_tta:
         return
     from raysum.tta import make_variants
 
-    folder = inputs / "tta"
-    folder.mkdir(exist_ok=True)
     maps = []
     for split, frame in frames.items():
         per_variant: dict[str, list[str]] = {}
         for fname, dialogue in zip(frame["fname"], frame["dialogue"]):
-            for strategy in exp.tta_strategies:
-                variants = make_variants(dialogue, strategy, exp.tta_num_aug, exp.seed, key=str(fname))
+            for strategy in settings.tta_strategies:
+                variants = make_variants(dialogue, strategy, settings.tta_num_aug, settings.seed, key=str(fname))
                 for i, (text, label_map) in enumerate(variants):
                     name = f"{strategy}_{i + 1}"
                     per_variant.setdefault(name, []).append(text)
                     maps.append({"fname": str(fname), "tta": name, "label_map": json.dumps(label_map)})
         for name, texts in per_variant.items():
-            pd.DataFrame({"fname": frame["fname"].astype(str), "dialogue": texts}).to_parquet(
-                folder / f"{split}_{name}.parquet", index=False)
-    pd.DataFrame(maps).to_parquet(inputs / LABEL_MAPS, index=False)
+            write_parquet(experiment.tta_input(split, name, folder),
+                          pd.DataFrame({"fname": frame["fname"].astype(str), "dialogue": texts}))
+    write_parquet(experiment.label_maps_file(folder), pd.DataFrame(maps))
 
 
-def write_fold_tta_inputs(inputs: Path, cfg: ResolvedConfig, fold: int, heldout_fnames: list[str]) -> None:
+def write_fold_tta_inputs(exp: Experiment, cfg: ResolvedConfig, fold: int, heldout_fnames: list[str]) -> None:
     """A fold's out-of-fold variants: the training set's variants of its held-out dialogues."""
     for name in tta_variant_names(cfg):
-        variants = pd.read_parquet(inputs / "tta" / f"train_{name}.parquet")
-        variants[variants["fname"].isin(set(heldout_fnames))].to_parquet(
-            inputs / "tta" / f"fold{fold}_{name}.parquet", index=False)
+        variants = pd.read_parquet(exp.tta_input("train", name))
+        write_parquet(exp.tta_input(layout.fold_label(fold), name),
+                      variants[variants["fname"].isin(set(heldout_fnames))])
 
 
-def tta_predict_paths(inputs: Path, cfg: ResolvedConfig, oof_label: str | None) -> dict[str, str]:
+def tta_predict_paths(exp: Experiment, cfg: ResolvedConfig, oof_label: str | None,
+                      folder: Path | None = None) -> dict[str, str]:
     """Unit predict entries "split|variant" -> parquet, for oof (when the unit has one), dev and test."""
     out = {}
     for name in tta_variant_names(cfg):
         if oof_label is not None:
-            out[f"oof|{name}"] = str(inputs / "tta" / f"{oof_label}_{name}.parquet")
-        out[f"dev|{name}"] = str(inputs / "tta" / f"dev_{name}.parquet")
-        out[f"test|{name}"] = str(inputs / "tta" / f"test_{name}.parquet")
+            out[f"oof|{name}"] = str(exp.tta_input(oof_label, name, folder))
+        out[f"dev|{name}"] = str(exp.tta_input("dev", name, folder))
+        out[f"test|{name}"] = str(exp.tta_input("test", name, folder))
     return out
 
 

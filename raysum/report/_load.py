@@ -5,16 +5,13 @@ missing (a failed unit, an unfinished experiment) stays missing rather than inve
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
 import pandas as pd
 
-from raysum.errors import RaysumError
-
-FOLD_PREFIX = "fold"
+from raysum.experiment import Experiment, layout
 
 
 @dataclass
@@ -32,7 +29,7 @@ class UnitRecord:
 
     @property
     def fold(self) -> int | None:
-        return int(self.fold_label[len(FOLD_PREFIX):]) if self.fold_label.startswith(FOLD_PREFIX) else None
+        return layout.fold_of(self.fold_label)
 
     @property
     def done(self) -> bool:
@@ -93,69 +90,44 @@ class ExperimentRecord:
     def has_folds(self) -> bool:
         return any(u.fold is not None for u in self.units)
 
+    @property
+    def experiment(self) -> Experiment:
+        return Experiment(self.path)
+
     @cached_property
     def candidates(self) -> pd.DataFrame | None:
-        file = self.path / "candidates.parquet"
-        return pd.read_parquet(file) if file.is_file() else None
+        return self.experiment.candidates() if self.experiment.has_candidates() else None
 
     @cached_property
     def folds(self) -> pd.DataFrame | None:
-        file = self.path / "folds.csv"
-        return pd.read_csv(file) if file.is_file() else None
+        return self.experiment.folds()
 
     @cached_property
     def augmentation(self) -> dict:
-        file = self.path / "inputs" / "augmentation.json"
-        return json.loads(file.read_text(encoding="utf-8")) if file.is_file() else {}
+        return self.experiment.augmentation()
 
     def inputs(self, split: str) -> pd.DataFrame | None:
-        """The data the experiment ran on: inputs/<train|dev|test>.parquet."""
-        file = self.path / "inputs" / f"{split}.parquet"
-        return pd.read_parquet(file) if file.is_file() else None
+        """The data the experiment ran on (train, dev, test)."""
+        return self.experiment.read_input(split)
+
+    @cached_property
+    def _references(self) -> dict[str, dict[str, list[str]]]:
+        return self.experiment.references()
 
     def references(self, split: str) -> dict[str, list[str]]:
         """fname -> references of a candidates split (oof reads the training data)."""
-        frame = self.inputs("train" if split == "oof" else split)
-        if frame is None:
-            return {}
-        return {f: list(r) for f, r in zip(frame["fname"], frame["references"]) if len(r)}
+        return self._references.get(split, {})
 
     def unit(self, name: str) -> UnitRecord | None:
         return next((u for u in self.units if u.name == name), None)
 
 
-def _read_json(file: Path) -> dict:
-    return json.loads(file.read_text(encoding="utf-8")) if file.is_file() else {}
-
-
-def _read_metrics(file: Path) -> pd.DataFrame:
-    rows = []
-    if file.is_file():
-        for line in file.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                rows.append(json.loads(line))
-    return pd.DataFrame(rows)
-
-
-def _fold_order(label: str) -> tuple[int, int]:
-    return (0, int(label[len(FOLD_PREFIX):])) if label.startswith(FOLD_PREFIX) and label[len(FOLD_PREFIX):].isdigit() \
-        else (1, 0)
-
-
 def load_experiment(path: str | Path) -> ExperimentRecord:
     """Read an experiment directory (config.json is required, everything else optional)."""
-    path = Path(path).resolve()
-    config = _read_json(path / "config.json")
-    if not config:
-        raise RaysumError(f"{path} is not a raysum experiment directory (no config.json)")
-    record = ExperimentRecord(path=path, config=config, run=_read_json(path / "run.json"),
-                              scores=_read_json(path / "scores.json"))
+    exp = Experiment(Path(path).resolve())
+    record = ExperimentRecord(path=exp.path, config=exp.config_tree(), run=exp.run_info(), scores=exp.scores())
     for model in record.models:
-        model_dir = path / "units" / model
-        labels = sorted((d.name for d in model_dir.iterdir() if d.is_dir()), key=_fold_order) \
-            if model_dir.is_dir() else []
-        for label in labels:
-            unit_dir = model_dir / label
-            record.units.append(UnitRecord(model, label, _read_json(unit_dir / "unit.json"),
-                                           _read_metrics(unit_dir / "metrics.jsonl")))
+        for label in exp.unit_labels(model):
+            unit = exp.unit(model, label)
+            record.units.append(UnitRecord(model, label, unit.info(), pd.DataFrame(unit.metrics())))
     return record

@@ -12,9 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from raysum.experiment import layout
 from raysum.report._load import ExperimentRecord
+from raysum.storage import write_atomic
 
-PLOTS_DIR = "plots"
+PLOTS_DIR = layout.PLOTS_DIR
 ROUGE_LABELS = {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L"}
 
 
@@ -50,7 +52,7 @@ def write_plots(record: ExperimentRecord, out_dir: str | Path | None = None) -> 
         if fig is None:
             continue
         fig.tight_layout()
-        fig.savefig(out / plot.file, dpi=90)
+        write_atomic(out / plot.file, lambda temp, fig=fig: fig.savefig(temp, dpi=90, format="png"))
         plt.close(fig)
         written.append(out / plot.file)
     return written

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from raysum.errors import ConfigError
+from raysum.experiment import Experiment
+from raysum.storage import write_text_atomic
 from raysum.report._load import load_experiment
 from raysum.report._markdown import render_markdown
 from raysum.report._plots import write_plots
@@ -21,13 +23,13 @@ def write_report(path: str | Path, *, plots: bool, formats: tuple[str, ...] = ("
     record = load_experiment(path)
     written = write_plots(record) if plots else []
     text = render_markdown(record, written)
-    target = record.path / "report.md"
-    target.write_text(text, encoding="utf-8")
+    exp = Experiment(record.path)
+    target = write_text_atomic(exp.report_file, text)
     files = [*written, target]
     if "html" in formats:
         from raysum.report._html import render_html
 
-        page = record.path / "report.html"
-        page.write_text(render_html(text, record.path, f"raysum report: {record.path.name}"), encoding="utf-8")
+        page = write_text_atomic(exp.report_html_file,
+                                 render_html(text, record.path, f"raysum report: {record.path.name}"))
         files.append(page)
     return files

@@ -30,10 +30,12 @@ from typing import Callable, Optional
 
 from raysum.config.schema import ModelSettings, model_settings_from_dict
 from raysum.errors import ConfigError, DataError
+from raysum.experiment import UnitFiles, layout, read_jsonl, write_parquet
+from raysum.experiment.candidates import COLUMNS as PREDICTION_COLUMNS
 from raysum.generation.decodings import DEFAULT as DEFAULT_DECODING
+from raysum.storage import write_text_atomic
 
 Report = Callable[[dict, Optional[str]], None]
-PREDICTION_COLUMNS = ("split", "fname", "model", "fold", "tta", "decoding", "text", "n_tokens", "logprob")
 # Splits generated once per extra decoding setting (test and TTA variants: the model's own only).
 DECODING_SPLITS = ("oof", "dev")
 
@@ -77,31 +79,35 @@ class UnitConfig:
 
     @property
     def name(self) -> str:
-        return f"{self.model.name}/{'full' if self.fold is None else f'fold{self.fold}'}"
+        return f"{self.model.name}/{layout.fold_label(self.fold)}"
+
+    @property
+    def files(self) -> UnitFiles:
+        return UnitFiles(self.unit_dir)
 
     @property
     def checkpoint_dir(self) -> Path:
-        return self.unit_dir / "checkpoint"
+        return self.unit_dir / layout.UNIT_CHECKPOINT_DIR
 
     @property
     def resume_dir(self) -> Path:
-        return self.unit_dir / "resume"
+        return self.unit_dir / layout.UNIT_RESUME_DIR
 
     @property
     def metrics_path(self) -> Path:
-        return self.unit_dir / "metrics.jsonl"
+        return self.files.metrics_file
 
     @property
     def predictions_path(self) -> Path:
-        return self.unit_dir / "predictions.parquet"
+        return self.files.predictions_file
 
     @property
     def summary_path(self) -> Path:
-        return self.unit_dir / "unit.json"
+        return self.files.info_file
 
     @property
     def baseline_path(self) -> Path:
-        return self.unit_dir / "baseline.parquet"
+        return self.files.baseline_file
 
 
 @dataclass
@@ -145,11 +151,8 @@ def run_unit(config: dict, report: Report | None = None) -> dict:
 
 def read_finished_unit(unit_dir: str | Path) -> dict | None:
     """The summary of a unit whose unit.json says done, else None."""
-    path = Path(unit_dir) / "unit.json"
-    if not path.is_file():
-        return None
-    summary = json.loads(path.read_text(encoding="utf-8"))
-    return summary if summary.get("status") == "done" else None
+    files = UnitFiles(unit_dir)
+    return files.info() if files.done() else None
 
 
 # ---------------------------------------------------------------- setup
@@ -250,7 +253,7 @@ def generate_baseline(run: UnitRun) -> None:
     with _generating(run.trainer.model) as model:
         frame, _ = _predict_splits(model, run.tokenizer, unit, {s: unit.predict[s] for s in unit.baseline_splits
                                                                  if s in unit.predict})
-    frame.to_parquet(unit.baseline_path, index=False)
+    unit.files.write_baseline(frame)
 
 
 def score_eval_part(model, tokenizer, unit: UnitConfig) -> float:
@@ -322,9 +325,8 @@ def _drop_metrics_after(path: Path, step: int) -> None:
     """Rows logged after the checkpoint we resume from are logged again."""
     if not path.is_file():
         return
-    rows = [line for line in path.read_text(encoding="utf-8").splitlines()
-            if line.strip() and json.loads(line)["step"] <= step]
-    path.write_text("".join(row + "\n" for row in rows), encoding="utf-8")
+    rows = [row for row in read_jsonl(path) if row["step"] <= step]
+    write_text_atomic(path, "".join(json.dumps(row) + "\n" for row in rows))
 
 
 # ---------------------------------------------------------------- save
@@ -417,7 +419,7 @@ def predict_unit(config: dict) -> str:
     model.config.use_cache = True
     splits = config.get("predict") or {config.get("split", "test"): config["input_path"]}
     frame, _ = _predict_splits(model, tokenizer, unit, splits)
-    frame.to_parquet(config["output_path"], index=False)
+    write_parquet(Path(config["output_path"]), frame)
     return config["output_path"]
 
 
@@ -479,22 +481,16 @@ def finish(run: UnitRun, train_stats: dict, predictions, timing: dict, started_a
         "trainable_params": run.trainable_params,
         "total_params": run.total_params,
         "predictions": {split: int(n) for split, n in predictions.groupby("split", sort=False).size().items()},
-        "checkpoint": "checkpoint",
+        "checkpoint": layout.UNIT_CHECKPOINT_DIR,
         "node_id": unit.node_id,
         "started_at": started_at,
         "finished_at": time.time(),
     }
     if run.trainer.is_world_process_zero():
-        predictions.to_parquet(unit.predictions_path, index=False)
-        _write_json_atomically(unit.summary_path, summary)
+        unit.files.write_predictions(predictions)
+        unit.files.write_info(summary)
         shutil.rmtree(unit.resume_dir, ignore_errors=True)
     return summary
-
-
-def _write_json_atomically(path: Path, data: dict) -> None:
-    staging = path.with_suffix(".json.tmp")
-    staging.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(staging, path)
 
 
 def _reportable(summary: dict) -> dict:

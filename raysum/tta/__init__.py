@@ -18,17 +18,25 @@ import random
 from types import ModuleType
 
 from raysum.errors import ConfigError
+from raysum.registry import Registry
 from raysum.tta import paraphrase, reorder
+from raysum.tta._korean import split_line
 from raysum.tta._labels import inverse, relabel, speakers
 
-TTA_STRATEGIES: dict[str, ModuleType] = {}
+TTA_STRATEGIES = Registry(
+    "TTA strategy",
+    check=lambda module: None if callable(getattr(module, "variant", None))
+    else f"{module!r} has no callable variant(dialogue, rng)")
 
 
 def register_tta(name: str, module: ModuleType) -> None:
     """Make ``module`` (anything with a callable ``variant``) the TTA strategy called ``name``."""
-    if not callable(getattr(module, "variant", None)):
-        raise TypeError(f"TTA strategy {name!r}: {module!r} has no callable variant(dialogue, rng)")
-    TTA_STRATEGIES[name] = module
+    TTA_STRATEGIES.register(name, module)
+
+
+def config_problems(cfg) -> list[str]:
+    """Unknown TTA strategies of a resolved config (names read from the registry)."""
+    return TTA_STRATEGIES.unknown(cfg.experiment.tta_strategies)
 
 
 register_tta("reorder", reorder)
@@ -65,11 +73,13 @@ def map_back(summary: str, label_map: dict[str, str]) -> str:
 
 __all__ = [
     "TTA_STRATEGIES",
+    "config_problems",
     "inverse",
     "make_variants",
     "map_back",
     "register_tta",
     "relabel",
     "speakers",
+    "split_line",
     "variant_names",
 ]

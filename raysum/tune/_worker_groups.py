@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from ray.tune import Callback
 
-from raysum.tune.training_search import PLACEMENT_GROUP_KEY
+from raysum.launch import PLACEMENT_GROUP_KEY
 
 
 class WorkerGroupRelease(Callback):

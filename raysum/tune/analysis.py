@@ -28,10 +28,11 @@ from pathlib import Path
 import pandas as pd
 
 from raysum.errors import RaysumError
+from raysum.experiment import Experiment, layout
+from raysum.storage import write_atomic, write_text_atomic
 from raysum.tune.decoding_search import DECODING_PREFIX
-from raysum.tune.ensemble_search import METRIC, TUNE_DIR, WEIGHT_PREFIX
+from raysum.tune.ensemble_search import METRIC, WEIGHT_PREFIX
 
-ANALYSIS_DIR = "analysis"
 DEV_METRIC = "dev_competition_score"
 
 
@@ -59,10 +60,11 @@ def find_run(path: Path) -> Path:
     """The Tune experiment directory: ``path`` itself, or the newest one under ``path/tune``."""
     if any(path.glob("experiment_state*.json")):
         return path
-    runs = sorted((p for p in (path / TUNE_DIR).glob("*") if any(p.glob("experiment_state*.json"))),
+    tune_dir = Experiment(path).tune_dir
+    runs = sorted((p for p in tune_dir.glob("*") if any(p.glob("experiment_state*.json"))),
                   key=lambda p: p.stat().st_mtime)
     if not runs:
-        raise RaysumError(f"{path} holds no Tune experiment (no experiment_state*.json in it or in {path / TUNE_DIR})")
+        raise RaysumError(f"{path} holds no Tune experiment (no experiment_state*.json in it or in {tune_dir})")
     return runs[-1]
 
 
@@ -137,12 +139,10 @@ def best_config_yaml(trials: pd.DataFrame, run: Path) -> str:
 
     best = trials.loc[trials[METRIC].idxmax()]
     params = {p[len("param/"):]: _native(best[p]) for p in param_columns(trials)}
-    experiment = run.parent.parent
+    experiment = Experiment(run.parent.parent)
     searched = "strategy" in params or any(k.startswith(DECODING_PREFIX) for k in params)
-    if searched and (experiment / "config.json").is_file():
-        from raysum.pipeline._experiment import load_resolved
-
-        cfg = load_resolved(experiment)
+    if searched and experiment.is_experiment():
+        cfg = experiment.resolved()
         source = f"tune:{run}"
         _apply_ensemble(cfg, params, source)
         _apply_decodings(cfg, params, source)
@@ -275,7 +275,7 @@ def plot(trials: pd.DataFrame, out: Path, objective: Objective = ENSEMBLE_OBJECT
 
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    write_atomic(path, lambda temp: fig.savefig(temp, dpi=100, format="png"))
     import matplotlib.pyplot as plt
 
     plt.close(fig)
@@ -295,13 +295,13 @@ def analyze(path: str | Path, console) -> dict:
     trials = load_trials(run)
     if trials[METRIC].isna().all():
         raise RaysumError(f"no trial of {run} reported {METRIC}")
-    out = path / ANALYSIS_DIR
+    out = Experiment(path).analysis_dir
     out.mkdir(parents=True, exist_ok=True)
     print_table(trials, console, run)
-    trials.to_csv(out / "trials.csv", index=False)
-    (out / "best_config.yaml").write_text(best_config_yaml(trials, run), encoding="utf-8")
+    _write_analysis(out, trials, best_config_yaml(trials, run))
     plots = plot(trials, out)
-    console.print(f"wrote {out / 'trials.csv'}, {out / 'best_config.yaml'}, " + ", ".join(p.name for p in plots))
+    console.print(f"wrote {out / layout.TRIALS_CSV}, {out / layout.BEST_CONFIG_YAML}, "
+                  + ", ".join(p.name for p in plots))
     return {"run": run, "trials": trials, "analysis": out, "plots": plots}
 
 
@@ -311,10 +311,10 @@ def _analyze_training(path: Path, console) -> dict:
 
     request = read_request(path)
     objective = Objective(request["metric"], METRICS[request["metric"]], request["metric"])
-    out = path / ANALYSIS_DIR
+    out = Experiment(path).analysis_dir
     frames, best, plots = [], {}, []
     for model, run_name in request["runs"].items():
-        run = path / TUNE_DIR / run_name
+        run = Experiment(path).tune_dir / run_name
         if not any(run.glob("experiment_state*.json")):
             raise RaysumError(f"the training search {path} has no Tune run for {model} yet ({run}); "
                               f"finish it with raysum tune --resume {path}")
@@ -329,8 +329,13 @@ def _analyze_training(path: Path, console) -> dict:
         plots += plot(trials, out, objective, suffix="" if len(request["runs"]) == 1 else f"_{model}")
         frames.append(trials.assign(model=model))
     trials = pd.concat(frames, ignore_index=True)
-    trials.to_csv(out / "trials.csv", index=False)
-    (out / "best_config.yaml").write_text(training_best_config(path, best, objective.metric), encoding="utf-8")
-    console.print(f"wrote {out / 'trials.csv'}, {out / 'best_config.yaml'}, " + ", ".join(p.name for p in plots))
+    _write_analysis(out, trials, training_best_config(path, best, objective.metric))
+    console.print(f"wrote {out / layout.TRIALS_CSV}, {out / layout.BEST_CONFIG_YAML}, "
+                  + ", ".join(p.name for p in plots))
     return {"runs": [b["run"] for b in best.values()], "trials": trials, "analysis": out, "plots": plots,
             "best": best}
+
+
+def _write_analysis(out: Path, trials: pd.DataFrame, best_config: str) -> None:
+    write_atomic(out / layout.TRIALS_CSV, lambda temp: trials.to_csv(temp, index=False))
+    write_text_atomic(out / layout.BEST_CONFIG_YAML, best_config)

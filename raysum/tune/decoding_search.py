@@ -24,7 +24,6 @@ settings, the best single unit). ``raysum analyze DIR`` turns the best trial int
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping
 from datetime import datetime
@@ -34,19 +33,19 @@ import numpy as np
 import pandas as pd
 
 from raysum.errors import ConfigError, RaysumError
+from raysum.experiment import Experiment, layout, write_json
 from raysum.tune.ensemble_search import (
     METRIC,
     SPLITS,
-    TUNE_DIR,
     EnsembleObjective,
     _plain,
     _run_tune,
     stage2_references,
+    start_ray,
     weights_of,
 )
 from raysum.tune.space import SearchSpace, admitted, check_models, load_space, to_tune
 
-BEST_FILE = "decoding_best.json"
 DECODING_PREFIX = "decoding."
 HOW_TO_GENERATE = ("train it with extra decoding settings, e.g. raysum train ... --decoding_settings "
                    "'{num_beams: 1}' '{length_penalty: 1.4}', or --decoding_space search_spaces/decoding.yaml "
@@ -145,26 +144,27 @@ def _ensemble_space(path: str | Path | None, models: list[str]) -> SearchSpace |
 
 def search_decoding(experiment: str | Path, space_path: str | Path, *, ensemble_space: str | Path | None = None,
                     trials: int = 50, seed: int | None = None, num_cpus: int | None = None,
-                    max_concurrent: int | None = None, tokenizer: str = "kiwi", console=None) -> dict:
+                    max_concurrent: int | None = None, tokenizer: str = "kiwi", ray_address: str | None = None,
+                    console=None) -> dict:
     """Run the decoding search; returns (and writes to DIR/tune/decoding_best.json) the best trial."""
     from ray import tune
 
     from raysum.ensemble import best_single_unit, canonical, prepare
     from raysum.generation.decodings import DEFAULT, decoding_table
-    from raysum.pipeline._collect import _dialogues, ensemble_weights
-    from raysum.pipeline._experiment import load_resolved
+    from raysum.pipeline import ensemble_weights
 
     path = Path(experiment)
+    exp = Experiment(path)
     space = load_space(space_path)
     if space.space != "decoding":
         raise ConfigError(f"{space_path}: a {space.space} space; the decoding search takes a decoding space")
-    cfg = load_resolved(path)
+    cfg = exp.resolved()
     models = list(cfg.models)
     check_models(space, models)
     joint = _ensemble_space(ensemble_space, models)
     if trials < 1:
         raise RaysumError(f"--trials must be at least 1, got {trials}")
-    candidates = pd.read_parquet(path / "candidates.parquet")
+    candidates = exp.candidates()
     tables = {m: decoding_table(cfg.models[m]) for m in models}
     eligible = eligible_decodings(space, tables, candidates, path)
     param_space = {f"{DECODING_PREFIX}{m}": tune.choice(labels) for m, labels in eligible.items()}
@@ -177,7 +177,7 @@ def search_decoding(experiment: str | Path, space_path: str | Path, *, ensemble_
     references = stage2_references(path, candidates)
 
     started = time.perf_counter()
-    prepared = prepare(candidates, _dialogues(path), references_by_split=references, tokenizer=tokenizer)
+    prepared = prepare(candidates, exp.dialogues(), references_by_split=references, tokenizer=tokenizer)
     strategy = canonical(cfg.experiment.ensemble_strategy)
     objective = DecodingObjective(prepared, references["oof"], seed, strategy,
                                   ensemble_weights(cfg) if strategy == "weighted_avg" else None)
@@ -188,8 +188,9 @@ def search_decoding(experiment: str | Path, space_path: str | Path, *, ensemble_
                       "trial(s)")
 
     run_name = f"decoding_{datetime.now():%Y%m%d_%H%M%S}"
-    results, search_s = _run_tune(objective, param_space, trials=trials, seed=seed, num_cpus=num_cpus,
-                                  max_concurrent=max_concurrent, storage=path / TUNE_DIR, name=run_name,
+    start_ray(ray_address or cfg.experiment.ray_address, num_cpus)
+    results, search_s = _run_tune(objective, param_space, trials=trials, seed=seed,
+                                  max_concurrent=max_concurrent, storage=exp.tune_dir, name=run_name,
                                   trial=decoding_trial)
     best = results.get_best_result(metric=METRIC, mode="max")
     config = {k: best.config[k] for k in param_space}
@@ -208,8 +209,8 @@ def search_decoding(experiment: str | Path, space_path: str | Path, *, ensemble_
         "experiment": str(path),
         "space": str(space_path),
         "ensemble_space": str(ensemble_space) if ensemble_space else None,
-        "tune_run": str(path / TUNE_DIR / run_name),
-        "best_file": str(path / TUNE_DIR / BEST_FILE),
+        "tune_run": str(exp.tune_dir / run_name),
+        "best_file": str(exp.tune_dir / layout.DECODING_BEST_JSON),
         "metric": METRIC,
         "mode": "max",
         "seed": seed,
@@ -225,6 +226,5 @@ def search_decoding(experiment: str | Path, space_path: str | Path, *, ensemble_
         "timing": {"prepare_s": round(prepare_s, 2), "search_s": round(search_s, 2),
                    "trials_per_minute": round(len(results) / search_s * 60, 1)},
     }
-    out = path / TUNE_DIR / BEST_FILE
-    out.write_text(json.dumps(summary, ensure_ascii=False, indent=1, default=_plain), encoding="utf-8")
+    write_json(exp.tune_dir / layout.DECODING_BEST_JSON, summary, default=_plain)
     return summary

@@ -18,7 +18,6 @@ Everything is written under ``DIR/tune/``: Tune's storage (``DIR/tune/<run>/``) 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 from collections.abc import Mapping
@@ -29,10 +28,9 @@ import numpy as np
 import pandas as pd
 
 from raysum.errors import RaysumError
+from raysum.experiment import Experiment, layout, write_json
 from raysum.tune.space import SearchSpace, load_space, to_tune
 
-TUNE_DIR = "tune"
-BEST_FILE = "ensemble_best.json"
 METRIC = "oof_competition_score"
 SPLITS = ("oof", "dev")
 ROUGE_KEYS = ("rouge1", "rouge2", "rougeL")
@@ -84,7 +82,7 @@ class EnsembleObjective:
                 if f"{split}_n" in flat else None for split in SPLITS}
 
     def _score(self, name: str, weights) -> dict:
-        from raysum.ensemble._registry import run_strategy
+        from raysum.ensemble import run_strategy
 
         rows = run_strategy(self.prepared, name, weights=weights, references=self.oof_references or None,
                             seed=self.seed).rows
@@ -129,9 +127,7 @@ def _check_stage(space: SearchSpace, candidates: pd.DataFrame, path: Path) -> No
 def stage2_references(path: Path, candidates: pd.DataFrame) -> dict:
     """{oof, dev: fname -> references} of the experiment; an error without OOF candidates
     that have references (stage 2 optimises the OOF score, never dev)."""
-    from raysum.pipeline._collect import _references
-
-    refs = _references(path)
+    refs = Experiment(path).references()
     references = {"oof": refs["oof"], "dev": refs["dev"]}
     if not ((candidates["split"] == "oof") & candidates["fname"].isin(references["oof"])).any():
         raise RaysumError(f"{path} has no out-of-fold candidates with references: the search optimises the OOF "
@@ -139,30 +135,27 @@ def stage2_references(path: Path, candidates: pd.DataFrame) -> dict:
     return references
 
 
-def _init_ray(num_cpus: int | None) -> None:
-    import ray
+def start_ray(address: str | None, num_cpus: int | None) -> None:
+    """Ray for a stage-2 search: the cluster at ``address`` (or RAY_ADDRESS), else a local instance.
+    A trial holds 1 CPU and starts no workers; declaring more CPUs than the cores lets
+    the driver and a few trials share them without waiting on each other."""
+    from raysum.launch import init_ray
 
-    if ray.is_initialized():
-        return
-    # A trial holds 1 CPU and starts no workers; declaring more CPUs than the cores lets
-    # the driver and a few trials share them without waiting on each other.
-    ray.init(num_cpus=num_cpus or max(4, os.cpu_count() or 1), include_dashboard=False,
-             log_to_driver=False, configure_logging=False)
+    init_ray(address, num_cpus or max(4, os.cpu_count() or 1))
 
 
 def search_ensemble(experiment: str | Path, space_path: str | Path, *, trials: int = 50, seed: int | None = None,
                     num_cpus: int | None = None, max_concurrent: int | None = None, tokenizer: str = "kiwi",
-                    console=None) -> dict:
+                    ray_address: str | None = None, console=None) -> dict:
     """Run the stage-2 search; returns (and writes to DIR/tune/ensemble_best.json) the best trial."""
     from raysum.ensemble import best_single_unit, canonical, prepare
     from raysum.generation.decodings import default_decoding
-    from raysum.pipeline._collect import _dialogues
-    from raysum.pipeline._experiment import load_resolved
 
     path = Path(experiment)
+    exp = Experiment(path)
     space = load_space(space_path)
-    cfg = load_resolved(path)
-    candidates = pd.read_parquet(path / "candidates.parquet")
+    cfg = exp.resolved()
+    candidates = exp.candidates()
     _check_stage(space, candidates, path)
     if trials < 1:
         raise RaysumError(f"--trials must be at least 1, got {trials}")
@@ -174,7 +167,7 @@ def search_ensemble(experiment: str | Path, space_path: str | Path, *, trials: i
     references = stage2_references(path, candidates)
 
     started = time.perf_counter()
-    prepared = prepare(candidates, _dialogues(path), references_by_split=references, tokenizer=tokenizer)
+    prepared = prepare(candidates, exp.dialogues(), references_by_split=references, tokenizer=tokenizer)
     objective = EnsembleObjective(prepared, references["oof"], seed)
     strategies = [canonical(s) for s in space.parameters["strategy"].values]
     objective.precompute([s for s in strategies if s != "weighted_avg"])
@@ -184,8 +177,9 @@ def search_ensemble(experiment: str | Path, space_path: str | Path, *, trials: i
                       f"({prepare_s:.1f} s); searching {trials} trial(s)")
 
     run_name = f"ensemble_{datetime.now():%Y%m%d_%H%M%S}"
-    results, search_s = _run_tune(objective.slim(), param_space, trials=trials, seed=seed, num_cpus=num_cpus,
-                                  max_concurrent=max_concurrent, storage=path / TUNE_DIR, name=run_name)
+    start_ray(ray_address or cfg.experiment.ray_address, num_cpus)
+    results, search_s = _run_tune(objective.slim(), param_space, trials=trials, seed=seed,
+                                  max_concurrent=max_concurrent, storage=exp.tune_dir, name=run_name)
     best = results.get_best_result(metric=METRIC, mode="max")
     config = {k: best.config[k] for k in param_space}
     strategy = canonical(config["strategy"])
@@ -197,8 +191,8 @@ def search_ensemble(experiment: str | Path, space_path: str | Path, *, trials: i
     summary = {
         "experiment": str(path),
         "space": str(space_path),
-        "tune_run": str(path / TUNE_DIR / run_name),
-        "best_file": str(path / TUNE_DIR / BEST_FILE),
+        "tune_run": str(exp.tune_dir / run_name),
+        "best_file": str(exp.tune_dir / layout.ENSEMBLE_BEST_JSON),
         "metric": METRIC,
         "mode": "max",
         "seed": seed,
@@ -211,18 +205,16 @@ def search_ensemble(experiment: str | Path, space_path: str | Path, *, trials: i
         "timing": {"prepare_s": round(prepare_s, 2), "search_s": round(search_s, 2),
                    "trials_per_minute": round(len(results) / search_s * 60, 1)},
     }
-    out = path / TUNE_DIR / BEST_FILE
-    out.write_text(json.dumps(summary, ensure_ascii=False, indent=1, default=_plain), encoding="utf-8")
+    write_json(exp.tune_dir / layout.ENSEMBLE_BEST_JSON, summary, default=_plain)
     return summary
 
 
-def _run_tune(objective, param_space: dict, *, trials: int, seed: int, num_cpus, max_concurrent, storage: Path,
+def _run_tune(objective, param_space: dict, *, trials: int, seed: int, max_concurrent, storage: Path,
               name: str, trial=ensemble_trial):
+    """Ray must be started (start_ray)."""
+    import ray
     from ray import tune
     from ray.tune.search.optuna import OptunaSearch
-
-    _init_ray(num_cpus)
-    import ray
 
     # One trial per core: on 2 cores 3 concurrent trials ran 4x slower than 2 (bench_tune.py).
     declared = int(ray.cluster_resources().get("CPU", 2))

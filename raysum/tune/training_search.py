@@ -37,19 +37,17 @@ from dataclasses import asdict
 from pathlib import Path
 
 from raysum.errors import ConfigError, RaysumError
+from raysum.experiment import Experiment, layout, read_json, write_json
+from raysum.launch import concurrent_units, fit_trial, scaling
+from raysum.storage import write_text_atomic
 from raysum.tune.space import Parameter, SearchSpace, load_space
 
-TUNE_DIR = "tune"
-SEARCH_FILE = "training_search.json"
-SPACE_FILE = "space.yaml"
-BEST_FILE = "training_best.json"
 RUN_PREFIX = "training_"
 SEARCH_MODE = "optuna"
 # What a trial can optimise: the unit's per-epoch report key and its direction.
 METRICS = {"eval_loss": "min", "eval_score": "max"}
 METRIC_ALIASES = {"dev_score": "eval_score"}  # the held-out part plays the dev set of a trial
 TRIAL_RESOURCES = {"cpu": 0, "memory": 1_000_000}  # Tune needs a non-empty request; 1 MB, no CPU
-PLACEMENT_GROUP_KEY = "worker_placement_group"  # reported by a trial's unit (see _worker_groups)
 
 
 def _asha(metric: str, mode: str, max_epochs: int):
@@ -114,7 +112,7 @@ def _extremes(parameter: Parameter) -> list:
 def _range_problems(model: str, settings, params: dict[str, Parameter]) -> list[str]:
     """Settings a trial could be given that the model refuses (bounds and each choice)."""
     from raysum.config import model_settings_from_dict
-    from raysum.config.validate import model_problems
+    from raysum.pipeline import model_problems
 
     base = asdict(settings)
     problems = []
@@ -135,43 +133,12 @@ def max_epochs(settings, params: dict[str, Parameter]) -> int:
     return math.ceil(max(_extremes(epochs)) if epochs is not None else settings.epochs)
 
 
-def concurrent_trials(settings, cluster: Mapping, cap: int | None) -> int:
-    """Units whose worker groups fit on the cluster at once (at least 1, at most `cap`)."""
-    from raysum.pipeline._ray import per_worker_resources
-
-    workers = settings.resources.num_workers
-    slots = [int(cluster.get(k, 0) // (v * workers)) for k, v in per_worker_resources(settings).items() if v > 0]
-    fit = max(1, min(slots) if slots else 1)
-    return min(fit, cap) if cap else fit
-
-
 # --------------------------------------------------------------------------- one trial
 
 
-def trial_unit(config: dict) -> None:
-    """The Ray Train worker of a trial: the unit, reporting metrics only (Tune needs no
-    copy of the trial's weights; they stay in the unit directory) and the placement
-    group of its worker group (raysum.tune._worker_groups frees it if Tune stops the trial)."""
-    import ray.train
-    from ray.util import get_current_placement_group
-
-    from raysum.training import run_unit
-
-    group = get_current_placement_group()
-    where = {PLACEMENT_GROUP_KEY: group.id.hex()} if group is not None else {}
-
-    def report(metrics: dict, checkpoint_dir: str | None = None) -> None:
-        ray.train.report({**metrics, **where})
-
-    run_unit(config, report=report)
-
-
 def training_trial(config: dict, search: dict) -> None:
-    """One Tune trial: build the unit's TorchTrainer with the suggested settings and fit it."""
+    """One Tune trial: the unit with the suggested settings, launched by raysum.launch."""
     from ray import tune
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-    from ray.tune.integration.ray_train import TuneReportCallback
 
     trial_id = tune.get_context().get_trial_id()
     unit = dict(search["unit"])
@@ -179,14 +146,7 @@ def training_trial(config: dict, search: dict) -> None:
     unit["unit_dir"] = str(Path(search["units_dir"]) / trial_id)
     if unit.get("tracking_dir"):  # one event folder per trial: a unit starting afresh clears its own
         unit["tracking_dir"] = str(Path(unit["tracking_dir"]).parent / f"{unit['model']['name']}_{trial_id}")
-    trainer = TorchTrainer(
-        trial_unit,
-        train_loop_config=unit,
-        scaling_config=ScalingConfig(**search["scaling"]),
-        run_config=RunConfig(name=trial_id, storage_path=search["train_storage"], callbacks=[TuneReportCallback()],
-                             failure_config=FailureConfig(max_failures=0)),
-    )
-    trainer.fit()  # raises TrainingFailedError when the unit fails: the trial errors
+    fit_trial(unit, trial_id, search["scaling"], search["train_storage"])
 
 
 # --------------------------------------------------------------------------- the search
@@ -222,20 +182,20 @@ def search_training(cfg, space_path: str | Path, *, trials: int, scheduler: str 
     """Check everything, create the search's experiment directory, run one Tune run per model."""
     from rich.console import Console
 
-    from raysum.pipeline._run import start_experiment
+    from raysum.pipeline import start_experiment
 
     space = load_space(space_path)
     check_search(cfg, space, trials=trials, scheduler=scheduler, metric=metric)
     if cfg.experiment.mode != SEARCH_MODE:
         raise ConfigError(f"a training search runs in mode {SEARCH_MODE}, got mode {cfg.experiment.mode}")
     path = start_experiment(cfg, command_line, console or Console(quiet=True))
-    tune_dir = path / TUNE_DIR
+    tune_dir = Experiment(path).tune_dir
     tune_dir.mkdir()
-    (tune_dir / SPACE_FILE).write_text(Path(space_path).read_text(encoding="utf-8"), encoding="utf-8")
+    write_text_atomic(tune_dir / layout.SPACE_YAML, Path(space_path).read_text(encoding="utf-8"))
     request = {"space": str(space_path), "trials": trials, "scheduler": scheduler, "metric": metric_name(metric),
                "seed": cfg.experiment.seed, "tokenizer": tokenizer, "max_concurrent": max_concurrent,
                "runs": {m: RUN_PREFIX + m for m in cfg.models}, "created": time.time()}
-    (tune_dir / SEARCH_FILE).write_text(json.dumps(request, ensure_ascii=False, indent=1), encoding="utf-8")
+    write_json(tune_dir / layout.TRAINING_SEARCH_JSON, request)
     if console:
         console.print(f"training search directory: [bold]{path}[/]")
     return _run_search(path, cfg, request, console)
@@ -243,12 +203,11 @@ def search_training(cfg, space_path: str | Path, *, trials: int, scheduler: str 
 
 def resume_training_search(path: str | Path, console=None) -> dict:
     """Continue an interrupted search: finished trials are kept, unfinished and errored ones run again."""
-    from raysum.pipeline._experiment import load_resolved
-    from raysum.pipeline._ray import check_resources, cluster_nodes, init_ray
+    from raysum.launch import check_resources, cluster_nodes, init_ray
 
     path = Path(path).resolve()
     request = read_request(path)
-    cfg = load_resolved(path)
+    cfg = Experiment(path).resolved()
     init_ray(cfg.experiment.ray_address, cfg.experiment.num_cpus)
     check_resources(cfg.models, cluster_nodes())
     if console:
@@ -257,15 +216,16 @@ def resume_training_search(path: str | Path, console=None) -> dict:
 
 
 def is_training_search(path: str | Path) -> bool:
-    return (Path(path) / TUNE_DIR / SEARCH_FILE).is_file()
+    return (Experiment(path).tune_dir / layout.TRAINING_SEARCH_JSON).is_file()
 
 
 def read_request(path: Path) -> dict:
     """What a training search was started with (DIR/tune/training_search.json)."""
-    file = Path(path) / TUNE_DIR / SEARCH_FILE
+    file = Experiment(path).tune_dir / layout.TRAINING_SEARCH_JSON
     if not file.is_file():
-        raise RaysumError(f"{path} is not a training search directory (no {TUNE_DIR}/{SEARCH_FILE})")
-    return json.loads(file.read_text(encoding="utf-8"))
+        raise RaysumError(f"{path} is not a training search directory (no {layout.TUNE_DIR}/"
+                          f"{layout.TRAINING_SEARCH_JSON})")
+    return read_json(file)
 
 
 def best_config(cfg, best: Mapping[str, Mapping]):
@@ -286,9 +246,7 @@ def best_config(cfg, best: Mapping[str, Mapping]):
 
 def training_best_config(path: Path, best: Mapping[str, Mapping], metric: str) -> str:
     """best_config.yaml of a training search: complete, loadable by --config."""
-    from raysum.pipeline._experiment import load_resolved
-
-    cfg = best_config(load_resolved(path), best)
+    cfg = best_config(Experiment(path).resolved(), best)
     header = "".join(f"# {model}: best trial {b['trial_id']} of {b['run']}: {metric} {b[metric]:.4f}\n"
                      for model, b in best.items())
     header += ("# train it: raysum train --config analysis/best_config.yaml   "
@@ -299,9 +257,10 @@ def training_best_config(path: Path, best: Mapping[str, Mapping], metric: str) -
 def _run_search(path: Path, cfg, request: dict, console) -> dict:
     import ray
 
-    from raysum.pipeline._experiment import Unit, unit_config
+    from raysum.pipeline import Unit, unit_config
 
-    space = load_space(path / TUNE_DIR / SPACE_FILE)
+    exp = Experiment(path)
+    space = load_space(exp.tune_dir / layout.SPACE_YAML)
     space.path = request["space"]
     per_model = check_search(cfg, space, trials=request["trials"], scheduler=request["scheduler"],
                              metric=request["metric"])
@@ -314,20 +273,20 @@ def _run_search(path: Path, cfg, request: dict, console) -> dict:
         unit = unit_config(path, cfg, Unit(name, 0), baseline=False)
         unit["predict"] = {}  # a trial generates only what its metric needs (eval_score: the held-out part)
         if request["metric"] == "eval_score":
-            unit["epoch_score"] = {"references": str(path / "inputs" / "train.parquet"),
+            unit["epoch_score"] = {"references": str(exp.input_file("train")),
                                    "tokenizer": request["tokenizer"]}
         search = {"unit": unit, "params": list(per_model[name]["params"]),
-                  "units_dir": str(path / TUNE_DIR / "units" / name),
-                  "train_storage": str(path / TUNE_DIR / "train_runs"),
-                  "scaling": _scaling(settings)}
-        concurrent = concurrent_trials(settings, cluster, request.get("max_concurrent"))
+                  "units_dir": str(exp.tune_dir / layout.TUNE_UNITS_DIR / name),
+                  "train_storage": str(exp.tune_dir / layout.TUNE_TRAIN_RUNS_DIR),
+                  "scaling": scaling(settings)}
+        concurrent = concurrent_units(settings, cluster, request.get("max_concurrent"))
         if console:
             console.print(f"{name}: {request['trials']} trial(s), {concurrent} at once, scheduler "
                           f"{request['scheduler']}, objective {request['metric']} ({METRICS[request['metric']]})")
         started = time.perf_counter()
         results = _tune(path, name, settings, per_model[name]["params"], search, request, concurrent)
         timing[name] = round(time.perf_counter() - started, 2)
-        ended = ended_trials(path / TUNE_DIR / request["runs"][name])
+        ended = ended_trials(exp.tune_dir / request["runs"][name])
         if ended < request["trials"]:  # Ctrl-C: Tune saved its state and stopped
             raise RaysumError(f"the training search of {name} was interrupted after {ended} of "
                               f"{request['trials']} trial(s); finished trials are kept: continue with "
@@ -335,7 +294,7 @@ def _run_search(path: Path, cfg, request: dict, console) -> dict:
         best[name] = _best(results, request["metric"], per_model[name]["params"])
     summary = {"experiment": str(path), **{k: request[k] for k in ("space", "trials", "scheduler", "metric", "seed")},
                "mode": METRICS[request["metric"]], "best": best, "search_s": timing}
-    (path / TUNE_DIR / BEST_FILE).write_text(json.dumps(summary, ensure_ascii=False, indent=1), encoding="utf-8")
+    write_json(exp.tune_dir / layout.TRAINING_BEST_JSON, summary)
     return summary
 
 
@@ -350,14 +309,6 @@ def ended_trials(run: Path) -> int:
     return sum(state["status"] in ("TERMINATED", "ERROR") for state in states)
 
 
-def _scaling(settings) -> dict:
-    from raysum.pipeline._ray import per_worker_resources
-
-    res = settings.resources
-    return {"num_workers": res.num_workers, "use_gpu": res.use_gpu,
-            "resources_per_worker": per_worker_resources(settings)}
-
-
 def _tune(path: Path, name: str, settings, params: dict[str, Parameter], search: dict, request: dict,
           concurrent: int):
     from ray import tune
@@ -367,7 +318,7 @@ def _tune(path: Path, name: str, settings, params: dict[str, Parameter], search:
 
     metric, mode = request["metric"], METRICS[request["metric"]]
     trainable = tune.with_resources(tune.with_parameters(training_trial, search=search), TRIAL_RESOURCES)
-    storage = path / TUNE_DIR
+    storage = Experiment(path).tune_dir
     run_dir = storage / request["runs"][name]
     if tune.Tuner.can_restore(str(run_dir)):
         tuner = tune.Tuner.restore(str(run_dir), trainable=trainable, resume_unfinished=True, restart_errored=True)

@@ -1,0 +1,17 @@
+"""The experiment directory: its layout, its reader/writer, the candidates schema.
+
+Every stage (pipeline, ensemble, tune, report, predict, analyze) reads and writes an
+experiment through :class:`Experiment`; file names live in :mod:`.layout` only, and
+every write is atomic (temporary file, then rename).
+"""
+
+from raysum.experiment import layout
+from raysum.experiment.candidates import COLUMNS as CANDIDATE_COLUMNS
+from raysum.experiment.directory import (
+    Experiment, UnitFiles, read_json, read_jsonl, write_csv, write_json, write_parquet,
+)
+
+__all__ = [
+    "CANDIDATE_COLUMNS", "Experiment", "UnitFiles", "layout", "read_json", "read_jsonl", "write_csv",
+    "write_json", "write_parquet",
+]

@@ -1,0 +1,83 @@
+"""The experiment directory's layout: every file and folder name, defined once.
+
+    <output_dir>/<YYYYMMDD_HHMMSS>_<experiment_name>/
+        config.yaml  config.json  run.json  folds.csv
+        inputs/{train,dev,test}.parquet  inputs/fold<k>_{train,heldout}.parquet  inputs/full_train.parquet
+        inputs/{dev,test}_units.parquet  inputs/augmentation.json
+        inputs/tta/<split>_<variant>.parquet  inputs/tta_label_maps.parquet
+        units/<model>/fold<k>/   (or units/<model>/full without folds)
+            unit.json  metrics.jsonl  predictions.parquet  baseline.parquet  attempts.jsonl
+        candidates.parquet  scores.json  submission.csv  report.md  report.html  plots/
+        predictions/<file>/      (raysum predict)
+        tune/                    (searches)  analysis/  (raysum analyze)
+        ray/                     (Ray Train's storage, unless --storage_path)
+
+Every other package asks :class:`raysum.experiment.Experiment` for a path or a table
+instead of spelling these names.
+"""
+
+from __future__ import annotations
+
+# Experiment level.
+CONFIG_YAML = "config.yaml"
+CONFIG_JSON = "config.json"
+RUN_JSON = "run.json"
+FOLDS_CSV = "folds.csv"
+CANDIDATES = "candidates.parquet"
+SCORES = "scores.json"
+SUBMISSION = "submission.csv"
+REPORT_MD = "report.md"
+REPORT_HTML = "report.html"
+PLOTS_DIR = "plots"
+INPUTS_DIR = "inputs"
+UNITS_DIR = "units"
+PREDICTIONS_DIR = "predictions"
+TUNE_DIR = "tune"
+ANALYSIS_DIR = "analysis"
+RAY_DIR = "ray"
+
+# inputs/
+AUGMENTATION_JSON = "augmentation.json"
+LABEL_MAPS = "tta_label_maps.parquet"
+TTA_DIR = "tta"
+DATA_SPLITS = ("train", "dev", "test")  # inputs/<split>.parquet: the data as loaded (with references)
+DEV_UNITS = "dev_units"  # inputs/<name>.parquet: what every unit generates for (fname, dialogue[, summary])
+TEST_UNITS = "test_units"
+
+# units/<model>/<fold label>/
+UNIT_JSON = "unit.json"
+METRICS_JSONL = "metrics.jsonl"
+UNIT_PREDICTIONS = "predictions.parquet"
+BASELINE = "baseline.parquet"
+ATTEMPTS_JSONL = "attempts.jsonl"
+UNIT_CHECKPOINT_DIR = "checkpoint"  # the trained weights (adapters for LoRA)
+UNIT_RESUME_DIR = "resume"  # epoch checkpoints while training, removed when the unit is done
+FULL_FOLD = "full"  # the fold label of a unit trained on all training data
+FOLD_PREFIX = "fold"
+
+# predictions/<file>/ (raysum predict)
+PREDICT_INPUT = "input.parquet"
+
+# tune/
+TRAINING_SEARCH_JSON = "training_search.json"
+SPACE_YAML = "space.yaml"
+TRAINING_BEST_JSON = "training_best.json"
+ENSEMBLE_BEST_JSON = "ensemble_best.json"
+DECODING_BEST_JSON = "decoding_best.json"
+TUNE_UNITS_DIR = UNITS_DIR
+TUNE_TRAIN_RUNS_DIR = "train_runs"
+
+# analysis/
+TRIALS_CSV = "trials.csv"
+BEST_CONFIG_YAML = "best_config.yaml"
+
+
+def fold_label(fold: int | None) -> str:
+    """``fold<k>``, or ``full`` for a unit trained on all training data."""
+    return FULL_FOLD if fold is None else f"{FOLD_PREFIX}{fold}"
+
+
+def fold_of(label: str) -> int | None:
+    """The fold number of a fold label (None for ``full`` or anything else)."""
+    rest = label[len(FOLD_PREFIX):]
+    return int(rest) if label.startswith(FOLD_PREFIX) and rest.isdigit() else None

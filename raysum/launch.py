@@ -1,0 +1,245 @@
+"""Ray, in one place: starting or joining a cluster, what a unit's workers ask for, and
+launching training units and training-search trials as Ray Train ``TorchTrainer`` runs.
+
+Each unit's ``fit()`` runs inside a zero-CPU Ray task, so several units are in flight at
+once and Ray's scheduler starts each unit's worker group when its resources are free.
+Ray Train's worker-group start timeout (60 s by default) would fail units that wait
+for a busy cluster, so it is raised; an infeasible request cannot wait forever because
+:func:`check_resources` refuses it before launch. A trial of a training search is a Tune
+function that builds the same unit's ``TorchTrainer`` (Ray Train V2; ``Tuner(trainer)``
+is deprecated) with ``TuneReportCallback`` forwarding the unit's reports to Tune.
+
+Every command that starts Ray calls :func:`init_ray`: ``--ray_address`` (or
+``RAY_ADDRESS``, as inside ``ray job submit``) joins a cluster, otherwise a local
+instance starts.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from raysum.errors import ConfigError, RaysumError
+from raysum.experiment import UnitFiles
+
+# Ray Train settings for short units: poll finished workers every 0.2 s instead of 2 s,
+# skip the preemption watcher actor, and let queued units wait for resources.
+TRAIN_ENV = {
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
+    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
+    "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": str(7 * 24 * 3600),
+    "RAY_TRAIN_ENABLE_STATE_ACTOR_RECONCILIATION": "0",
+}
+CHECKPOINTS_KEPT = 1
+PLACEMENT_GROUP_KEY = "worker_placement_group"  # reported by a trial's unit (raysum.tune frees the group)
+
+
+def _apply_train_env() -> None:
+    for key, value in TRAIN_ENV.items():
+        os.environ.setdefault(key, value)
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None) -> dict:
+    """Attach to a cluster (`address`, or RAY_ADDRESS as inside `ray job submit`) or start a
+    local instance with `num_cpus` logical CPUs. Returns the cluster's total resources."""
+    _apply_train_env()
+    import ray
+
+    if ray.is_initialized():
+        return ray.cluster_resources()
+    kwargs: dict[str, Any] = {"log_to_driver": False, "configure_logging": False}
+    env_vars = {k: os.environ[k] for k in TRAIN_ENV}
+    kwargs["runtime_env"] = {"env_vars": env_vars}
+    if address or os.environ.get("RAY_ADDRESS"):
+        ray.init(address=address or os.environ["RAY_ADDRESS"], **kwargs)
+    else:
+        ray.init(num_cpus=num_cpus or default_num_cpus(), include_dashboard=False, **kwargs)
+    return ray.cluster_resources()
+
+
+def default_num_cpus() -> int:
+    """Logical CPUs for a local instance: one per core, at least 2 so a unit never waits on the driver."""
+    return max(2, os.cpu_count() or 2)
+
+
+def per_worker_resources(settings) -> dict[str, float]:
+    """Resources of one of a unit's workers (what its ScalingConfig asks for)."""
+    res = settings.resources
+    return {"CPU": res.cpus_per_worker, **({"GPU": res.gpus_per_worker} if res.use_gpu else {})}
+
+
+def scaling(settings) -> dict:
+    """A unit's ScalingConfig arguments (units and trials alike)."""
+    res = settings.resources
+    return {"num_workers": res.num_workers, "use_gpu": res.use_gpu,
+            "resources_per_worker": per_worker_resources(settings)}
+
+
+def check_resources(models: dict, nodes: list[dict]) -> None:
+    """Refuse, before launch, a unit whose workers fit on no node of the cluster."""
+    problems = []
+    for name, settings in models.items():
+        res, per_worker = settings.resources, per_worker_resources(settings)
+        fitting = [n for n in nodes if all(n.get(k, 0) >= v for k, v in per_worker.items())]
+        slots = sum(int(min(n.get(k, 0) // v if v else 1e9 for k, v in per_worker.items())) for n in fitting)
+        if not fitting or slots < res.num_workers:
+            have_gpu = sum(n.get("GPU", 0) for n in nodes)
+            need = ", ".join(f"{v:g} {k}" for k, v in per_worker.items())
+            reason = (f"the cluster has no GPU (preset {name} sets resources.use_gpu: true; for a CPU run use a "
+                      f"tiny-* preset or --set models.{name}.resources.use_gpu=false)"
+                      if res.use_gpu and not have_gpu else
+                      f"no node offers {need} for each of {res.num_workers} worker(s)")
+            problems.append(f"model {name}: {reason}; cluster nodes: "
+                            + "; ".join(_node_text(n) for n in nodes))
+    if problems:
+        raise ConfigError(problems)
+
+
+def _node_text(node: dict) -> str:
+    return ", ".join(f"{node.get(k, 0):g} {k}" for k in ("CPU", "GPU"))
+
+
+def cluster_nodes() -> list[dict]:
+    import ray
+
+    return [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+
+
+def concurrent_units(settings, cluster: dict, cap: int | None) -> int:
+    """Units whose worker groups fit on the cluster at once (at least 1, at most `cap`)."""
+    workers = settings.resources.num_workers
+    slots = [int(cluster.get(k, 0) // (v * workers)) for k, v in per_worker_resources(settings).items() if v > 0]
+    fit = max(1, min(slots) if slots else 1)
+    return min(fit, cap) if cap else fit
+
+
+# --------------------------------------------------------------------------- units
+
+
+def train_unit(config: dict) -> None:
+    """The Ray Train worker entry: the typed unit body with Ray's report hook."""
+    import ray.train
+
+    from raysum.training import run_unit
+
+    def report(metrics: dict, checkpoint_dir: str | None = None) -> None:
+        checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        metrics = {**metrics, "node_id": ray.get_runtime_context().get_node_id()}
+        ray.train.report(metrics, checkpoint=checkpoint)
+
+    config = dict(config)
+    config["node_id"] = ray.get_runtime_context().get_node_id()
+    if ray.train.get_context().get_world_rank() == 0:
+        UnitFiles(config["unit_dir"]).record_attempt(config["node_id"], time.time())
+    run_unit(config, report=report)
+
+
+@dataclass
+class UnitJob:
+    """A unit in flight: its name, directory and the Ray reference of its fit task."""
+
+    name: str
+    unit_dir: Path
+    ref: Any
+
+
+def launch_unit(name: str, config: dict, settings, storage_path: str) -> UnitJob:
+    """Start one unit's TorchTrainer.fit() in a zero-CPU task; returns at once.
+
+    The task is pinned to the driver's node, and Ray Train puts the unit's controller next
+    to it: only the unit's workers go where the resources are, so losing a worker node
+    costs the workers alone, which the controller restarts elsewhere (max_failures)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    fit = ray.remote(num_cpus=0, max_retries=0)(_fit_unit)
+    env_vars = {k: os.environ.get(k, v) for k, v in TRAIN_ENV.items()}
+    here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
+    ref = fit.options(name=f"unit:{name}", runtime_env={"env_vars": env_vars}, scheduling_strategy=here).remote(
+        name, config, scaling(settings), storage_path)
+    return UnitJob(name=name, unit_dir=Path(config["unit_dir"]), ref=ref)
+
+
+def _fit_unit(name: str, config: dict, scaling_args: dict, storage_path: str) -> dict:
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    run_name = name.replace("/", "_")
+    trainer = TorchTrainer(
+        train_unit,
+        train_loop_config=config,
+        scaling_config=ScalingConfig(**scaling_args),
+        run_config=RunConfig(
+            name=run_name,
+            storage_path=storage_path,
+            checkpoint_config=CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
+            failure_config=FailureConfig(max_failures=config.get("max_failures", 0)),
+        ),
+    )
+    result = trainer.fit()
+    if result.error is not None:
+        raise RaysumError(f"unit {name} failed: {result.error}")
+    return dict(result.metrics or {})
+
+
+def predict_with_units(jobs: list[tuple[str, Path, object, int | None]], predict: dict[str, str], out_dir: Path):
+    """Finished units generate for new inputs (``predict``: "split" or "split|variant" ->
+    parquet), each a Ray task with its unit's resources; ``jobs`` = (name, unit_dir,
+    settings, fold). Returns the candidates of every unit in one DataFrame."""
+    import pandas as pd
+    import ray
+
+    from raysum.training import predict_unit
+
+    refs = []
+    for name, unit_dir, settings, fold in jobs:
+        res = settings.resources
+        task = ray.remote(predict_unit).options(
+            num_cpus=res.cpus_per_worker, num_gpus=res.gpus_per_worker if res.use_gpu else 0,
+            name=f"predict:{name}")
+        output = out_dir / f"{name.replace('/', '_')}.parquet"
+        refs.append((output, task.remote({"unit_dir": str(unit_dir), "model": asdict(settings), "fold": fold,
+                                          "predict": predict, "output_path": str(output)})))
+    for _, ref in refs:
+        ray.get(ref)
+    return pd.concat([pd.read_parquet(out) for out, _ in refs], ignore_index=True)
+
+
+# --------------------------------------------------------------------------- training-search trials
+
+
+def trial_unit(config: dict) -> None:
+    """The Ray Train worker of a trial: the unit, reporting metrics only (Tune needs no
+    copy of the trial's weights; they stay in the unit directory) and the placement
+    group of its worker group (freed by raysum.tune if Tune stops the trial)."""
+    import ray.train
+    from ray.util import get_current_placement_group
+
+    from raysum.training import run_unit
+
+    group = get_current_placement_group()
+    where = {PLACEMENT_GROUP_KEY: group.id.hex()} if group is not None else {}
+
+    def report(metrics: dict, checkpoint_dir: str | None = None) -> None:
+        ray.train.report({**metrics, **where})
+
+    run_unit(config, report=report)
+
+
+def fit_trial(unit: dict, trial_id: str, scaling_args: dict, storage_path: str) -> None:
+    """Inside a Tune trial: the unit's TorchTrainer, its reports forwarded to Tune."""
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    trainer = TorchTrainer(
+        trial_unit,
+        train_loop_config=unit,
+        scaling_config=ScalingConfig(**scaling_args),
+        run_config=RunConfig(name=trial_id, storage_path=storage_path, callbacks=[TuneReportCallback()],
+                             failure_config=FailureConfig(max_failures=0)),
+    )
+    trainer.fit()  # raises TrainingFailedError when the unit fails: the trial errors
