@@ -20,6 +20,8 @@ from raysum.cli import main
 from raysum.config.resolve import resolve
 from raysum.report import CHECKS, PLOTS, load_experiment, run_checks, write_report
 
+from builders import write_experiment
+
 MODELS = ("tiny-bart", "tiny-llama")
 FOLDS = (0, 1)
 UNITS = [f"{m}/fold{f}" for m in MODELS for f in FOLDS]
@@ -54,42 +56,34 @@ def scores(base: float, n: int) -> dict:
     return {"rouge1": r1, "rouge2": r2, "rougeL": rl, "rouge_sum": total, "competition_score": total / 3 * 100, "n": n}
 
 
-def write_jsonl(path: Path, rows: list[dict]) -> None:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-
-
 def build_experiment(root: Path, problem: str | None = None) -> Path:
     """An experiment directory as the pipeline writes it: 2 models x 2 folds, 8 training
     dialogues, 6 dev, 4 test, TTA on. `problem` (a check's name) plants that problem."""
     path = root / f"20250101_120000_{problem or 'healthy'}"
-    (path / "inputs").mkdir(parents=True)
     cli = {"mode": "full", "models": list(MODELS), "k_folds": 2, "batch_size": 4, "gradient_accumulation_steps": 1,
            "use_tta": True, "tta_strategies": ["reorder"]}
     tree = resolve(cli).tree()
     if problem == "cli_value_not_applied":  # the seed's bug: a preset value beat the command line
         tree["models"]["tiny-llama"]["gradient_accumulation_steps"] = {"value": 4, "source": "preset:tiny-llama.yaml"}
-    (path / "config.json").write_text(json.dumps(tree), encoding="utf-8")
     created = 1_700_000_000.0
     run = {"command_line": ARGV, "created": created, "data": {"train": "train.csv", "dev": "dev.csv", "test": "test.csv"},
            "notes": [], "warnings": [], "unit_phases": [{"start": created + 2, "end": created + 100}],
            "finish_phase": {"start": created + 100, "end": created + 110}}
-    (path / "run.json").write_text(json.dumps(run), encoding="utf-8")
 
     frames = {"train": range(8), "dev": range(8, 14), "test": range(14, 18)}
-    for split, ids in frames.items():
-        pd.DataFrame({"fname": [f"{split}_{i}" for i in ids], "dialogue": [f"#Person1#: {reference(i)} 대화" for i in ids],
-                      "references": [[reference(i)] * (3 if split == "test" else 1) for i in ids],
-                      "topic": ["일상"] * len(ids)}).to_parquet(path / "inputs" / f"{split}.parquet")
+    inputs = {split: pd.DataFrame({"fname": [f"{split}_{i}" for i in ids],
+                                   "dialogue": [f"#Person1#: {reference(i)} 대화" for i in ids],
+                                   "references": [[reference(i)] * (3 if split == "test" else 1) for i in ids],
+                                   "topic": ["일상"] * len(ids)})
+              for split, ids in frames.items()}
     folds = pd.DataFrame({"fname": [f"train_{i}" for i in range(8)], "fold": [i % 2 for i in range(8)]})
-    folds.to_csv(path / "folds.csv", index=False)
-    (path / "inputs" / "augmentation.json").write_text(json.dumps(
-        {f"fold{f}": {"source_rows": 4, "augmented_rows": 0} for f in FOLDS}), encoding="utf-8")
+    augmentation = {f"fold{f}": {"source_rows": 4, "augmented_rows": 0} for f in FOLDS}
 
-    candidates, unit_scores = [], {}
+    candidates, unit_scores, units = [], {}, {}
     for m_index, model in enumerate(MODELS):
         for fold in FOLDS:
             name = f"{model}/fold{fold}"
-            _write_unit(path / "units" / model / f"fold{fold}", model, fold, problem, created + 5 + 20 * fold)
+            units[(model, f"fold{fold}")] = _unit(model, fold, problem, created + 5 + 20 * fold)
             rows = [("oof", i) for i in range(8) if i % 2 == fold] + [("dev", i) for i in frames["dev"]] \
                 + [("test", i) for i in frames["test"]]
             for split, i in rows:
@@ -109,7 +103,6 @@ def build_experiment(root: Path, problem: str | None = None) -> Path:
     cand["fold"] = cand["fold"].astype("Int64")
     cand["n_tokens"] = cand["text"].str.split().map(len)
     cand["logprob"] = -1.0
-    cand.to_parquet(path / "candidates.parquet", index=False)
 
     best = "tiny-llama/fold1"
     untrained = 0.05 if problem != "below_untrained_baseline" else 0.22  # above tiny-bart/fold0's dev
@@ -128,12 +121,12 @@ def build_experiment(root: Path, problem: str | None = None) -> Path:
         "ensemble_strategy": "stacking",
         "submission": {"strategy": "stacking", "reason": "ensemble stacking: crafted"},
     }
-    (path / "scores.json").write_text(json.dumps(result), encoding="utf-8")
-    return path
+    return write_experiment(path, config_tree=tree, inputs=inputs, candidates=cand, scores=result, run=run,
+                            folds=folds, augmentation=augmentation, units=units)
 
 
-def _write_unit(unit_dir: Path, model: str, fold: int, problem: str | None, started: float) -> None:
-    unit_dir.mkdir(parents=True)
+def _unit(model: str, fold: int, problem: str | None, started: float) -> tuple[dict, list[dict]]:
+    """unit.json and metrics.jsonl rows of one unit."""
     name = f"{model}/fold{fold}"
     losses = list(np.linspace(3.0, 1.0, 10) + 0.01 * fold)
     if problem == "train_loss_not_falling" and name == "tiny-llama/fold0":
@@ -149,13 +142,12 @@ def _write_unit(unit_dir: Path, model: str, fold: int, problem: str | None, star
                      "effective_batch_size": batch})
         if step % 5 == 0:
             rows.append({"step": step, "epoch": step / 5, "eval_loss": evals[step // 5 - 1]})
-    write_jsonl(unit_dir / "metrics.jsonl", rows)
     generate_s = 25.0 if problem == "generation_slower_than_training" and name == "tiny-llama/fold1" else 4.0
     info = {"status": "done", "model": model, "fold": fold, "train_s": 10.0 + fold, "generate_s": generate_s,
             "train_samples": 4, "eval_samples": 4, "epochs": 2.0, "steps": 10, "train_loss": losses[-1],
             "eval_loss": evals[-1], "predictions": {"oof": 4, "dev": 12, "test": 4},
             "started_at": started, "finished_at": started + 30.0}
-    (unit_dir / "unit.json").write_text(json.dumps(info), encoding="utf-8")
+    return info, rows
 
 
 @pytest.fixture(scope="module")

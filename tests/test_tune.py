@@ -14,6 +14,8 @@ from raysum.cli import main
 from raysum.errors import ConfigError
 from raysum.tune.space import EACH_MODEL, load_space, to_optuna, to_tune
 
+from builders import write_experiment
+
 ROOT = Path(__file__).resolve().parents[1]
 SPACE_FILES = sorted((ROOT / "search_spaces").glob("*.yaml"))
 MODELS = ["tiny-bart", "tiny-llama"]
@@ -118,7 +120,6 @@ def experiment(tmp_path):
 
     rng = random.Random(0)
     path = tmp_path / "20260101_000000_experiment"
-    (path / "inputs").mkdir(parents=True)
     splits = {"train": 16, "dev": 6, "test": 4}
     frames, rows = {}, []
     quality = {"tiny-bart": 0.85, "tiny-llama": 0.5}
@@ -134,14 +135,10 @@ def experiment(tmp_path):
                     rows.append({"split": "oof" if split == "train" else split, "fname": fname, "model": model,
                                  "fold": fold, "tta": "none", "text": _summary(rng, ref[0], quality[model]),
                                  "n_tokens": 8, "logprob": -rng.random()})
-    for split, frame in frames.items():
-        frame.to_parquet(path / "inputs" / f"{split}.parquet", index=False)
     candidates = pd.DataFrame(rows)
     candidates["fold"] = candidates["fold"].astype("Int64")
-    candidates.to_parquet(path / "candidates.parquet", index=False)
     cfg = resolve({"models": MODELS, "k_folds": 2, "mode": "full", "seed": 7})
-    (path / "config.json").write_text(json.dumps(cfg.tree(), ensure_ascii=False), encoding="utf-8")
-    (path / "scores.json").write_text("{}", encoding="utf-8")
+    write_experiment(path, config_tree=cfg.tree(), inputs=frames, candidates=candidates, scores={})
     return path
 
 

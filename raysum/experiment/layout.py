@@ -11,6 +11,7 @@
         predictions/<file>/      (raysum predict)
         tune/                    (searches)  analysis/  (raysum analyze)
         ray/                     (Ray Train's storage, unless --storage_path)
+        tensorboard/<model>_<fold label>/   (TensorBoard events per unit)
 
 Every other package asks :class:`raysum.experiment.Experiment` for a path or a table
 instead of spelling these names.
@@ -35,6 +36,7 @@ PREDICTIONS_DIR = "predictions"
 TUNE_DIR = "tune"
 ANALYSIS_DIR = "analysis"
 RAY_DIR = "ray"
+TRACKING_DIR = "tensorboard"  # tensorboard/<model>_<fold label>/: one unit's event files
 
 # inputs/
 AUGMENTATION_JSON = "augmentation.json"

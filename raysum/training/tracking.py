@@ -15,6 +15,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from raysum.experiment import layout
+
 NONE = "none"
 # Scores of the driver's Korean ROUGE that go to TensorBoard next to the training curves.
 SCORE_KEYS = ("rouge1", "rouge2", "rougeL", "rouge_sum", "competition_score")
@@ -67,7 +69,7 @@ def active(names: list[str] | None) -> list[str]:
 
 def tracking_dir(experiment_dir: Path, model: str, fold_label: str) -> Path:
     """Where one unit's TensorBoard events go."""
-    return Path(experiment_dir) / "tensorboard" / f"{model}_{fold_label}"
+    return Path(experiment_dir) / layout.TRACKING_DIR / f"{model}_{fold_label}"
 
 
 def tracking_callbacks(names: list[str] | None, logging_dir: str | Path | None, run_name: str) -> list:
