@@ -31,9 +31,6 @@ class Registry(dict):
             raise ValueError(f"{self.kind} {name!r} is already registered; pass replace=True to replace it")
         self[name] = item
 
-    def names(self) -> list[str]:
-        return list(self)
-
     def unknown(self, names: Iterable[str], what: str | None = None, choose: str = "choose from") -> list[str]:
         """One problem per name that is not registered."""
         return [f"{what or self.kind} {name!r} is unknown; {choose} {', '.join(self)}"

@@ -137,9 +137,6 @@ class Experiment:
 
     # ------------------------------------------------------------------ paths
 
-    def file(self, name: str) -> Path:
-        return self.path / name
-
     @property
     def inputs_dir(self) -> Path:
         return self.path / layout.INPUTS_DIR
@@ -155,10 +152,6 @@ class Experiment:
     @property
     def analysis_dir(self) -> Path:
         return self.path / layout.ANALYSIS_DIR
-
-    @property
-    def plots_dir(self) -> Path:
-        return self.path / layout.PLOTS_DIR
 
     @property
     def ray_dir(self) -> Path:
