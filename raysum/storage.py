@@ -41,6 +41,43 @@ def uri_problems(text: str, what: str) -> list[str]:
             f"{', '.join(s + '://' for s in REMOTE_SCHEMES)}"]
 
 
+# What a path flag must name: an existing file or directory, or where a new one can be made.
+PATH_KINDS = ("file", "dir", "new_file", "new_dir")
+
+
+def path_problems(text: str | Path, what: str, kind: str) -> list[str]:
+    """Why ``text`` cannot serve as ``kind`` (see PATH_KINDS): missing, a file where a
+    directory is needed or the reverse, or not writable. Remote URIs are not checked here."""
+    import os
+
+    path = local_path(text)
+    if path is None:
+        return []
+    if kind in ("file", "dir"):
+        if not path.exists():
+            return [f"{what} {str(text)!r}: no such {'file' if kind == 'file' else 'directory'}"]
+        if kind == "file" and not path.is_file():
+            return [f"{what} {str(text)!r} is a directory, not a file"]
+        if kind == "dir" and not path.is_dir():
+            return [f"{what} {str(text)!r} is a file, not a directory"]
+        return []
+    if path.exists():
+        if kind == "new_dir" and not path.is_dir():
+            return [f"{what} {str(text)!r} is an existing file; give a directory"]
+        if kind == "new_file" and path.is_dir():
+            return [f"{what} {str(text)!r} is a directory; give a file name"]
+    parent = path if kind == "new_dir" else path.parent
+    parent = parent.absolute()
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        return [f"{what} {str(text)!r}: {parent} is a file, so nothing can be created under it"]
+    target = path if path.exists() and kind == "new_dir" else parent
+    if not os.access(target, os.W_OK | os.X_OK):
+        return [f"{what} {str(text)!r}: {target} is not writable"]
+    return []
+
+
 def read_bytes(text: str | Path) -> bytes:
     """The bytes of a file given as a path or URI (remote URIs through pyarrow.fs).
     Raises FileNotFoundError or OSError like a local read."""

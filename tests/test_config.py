@@ -106,7 +106,7 @@ def test_validation_collects_every_problem(capsys):
                "--set", "models.kobart.lora.r=4", "--set", "models.kobart.bogus=1"])
     err = capsys.readouterr().err
     assert rc == 2
-    for text in ("unknown model 'nope'", "k_folds must be >= 2", "learning_rate must be > 0",
+    for text in ("unknown model 'nope'", "k_folds must be >= 2", "learning_rate must be in (0, 1]",
                  "ensemble_weights has 3 values", "ensemble_strategy 'magic'", "augmentation method 'dance'",
                  "TTA strategy 'spin'", "LoRA settings do not apply", "unknown model setting 'models.kobart.bogus'"):
         assert text in err, text

@@ -9,7 +9,10 @@ import sys
 
 from rich.console import Console
 
-from raysum.cli._args import add_search_flags, add_train_flags, given_decoding_space, given_settings
+from raysum.cli._args import (
+    Parser, add_search_flags, add_train_flags, given_decoding_space, given_settings, number,
+)
+from raysum.config.schema import Bounds
 from raysum.errors import ConfigError, RaysumError
 
 __all__ = ["main", "build_parser"]
@@ -20,7 +23,7 @@ err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="raysum", description="Ray-distributed fine-tuning and ensembles for dialogue summarization")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -42,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_sub = data.add_subparsers(dest="data_command", required=True)
     check = data_sub.add_parser("check", help="validate a dataset file and print statistics")
     check.add_argument("path", help="CSV or JSONL file (fname, dialogue, summary[1..N], topic)")
-    check.set_defaults(func=_cmd_data_check)
+    check.set_defaults(func=_cmd_data_check, path_kind="file")
 
     score = sub.add_parser("score", help="Korean ROUGE of predictions against references")
     score.add_argument("--predictions", required=True, help="CSV with fname,summary")
@@ -56,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     ensemble.add_argument("--strategy", required=True,
                           help="voting | weighted_avg | stacking (aliases: majority_vote, averaging, rouge_weighted, "
                                "blending)")
-    ensemble.add_argument("--ensemble_weights", nargs="+", type=float, default=None, metavar="W",
+    ensemble.add_argument("--ensemble_weights", nargs="+", type=number(float, Bounds(0)), default=None, metavar="W",
                           help="one weight per model (weighted_avg)")
     ensemble.add_argument("--json", action="store_true")
     ensemble.set_defaults(func=_cmd_ensemble)
@@ -75,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--experiment", default=None, metavar="DIR",
                       help="ensemble/decoding spaces: the finished experiment whose candidates are searched")
     tune.add_argument("--resume", default=None, metavar="DIR", help="continue an interrupted training search")
-    tune.add_argument("--max_concurrent", type=int, default=None,
+    tune.add_argument("--max_concurrent", type=number(int, Bounds(1)), default=None,
                       help="trials at once (default: training, as many units as fit on the cluster; "
                            "candidates, one per core, at most CPUs - 1)")
     tune.add_argument("--tokenizer", default="kiwi", choices=["kiwi", "whitespace"],
@@ -89,16 +92,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     analyze = sub.add_parser("analyze", help="read a Tune search back: trials table, analysis/best_config.yaml, plots")
     analyze.add_argument("path", metavar="DIR", help="an experiment directory with tune/, or a Tune experiment directory")
-    analyze.set_defaults(func=_cmd_analyze)
+    analyze.set_defaults(func=_cmd_analyze, path_kind="dir")
     cluster = sub.add_parser("cluster", help="a multi-node Ray cluster on this machine (head + worker nodes)")
     cluster_sub = cluster.add_subparsers(dest="cluster_command", required=True)
     cluster_up = cluster_sub.add_parser("up", help="start a head on 127.0.0.1 and worker nodes node_a, node_b, ...")
-    cluster_up.add_argument("--workers", type=int, default=2, help="worker nodes (default 2)")
-    cluster_up.add_argument("--worker_cpus", type=float, default=1, help="logical CPUs per worker (default 1)")
-    cluster_up.add_argument("--head_cpus", type=float, default=0,
+    cluster_up.add_argument("--workers", type=number(int, Bounds(1, 64)), default=2, help="worker nodes (default 2)")
+    cluster_up.add_argument("--worker_cpus", type=number(float, Bounds(0, low_open=True)), default=1, help="logical CPUs per worker (default 1)")
+    cluster_up.add_argument("--head_cpus", type=number(float, Bounds(0)), default=0,
                             help="logical CPUs of the head (default 0: units run on the workers)")
-    cluster_up.add_argument("--port", type=int, default=6379, help="GCS port (default 6379)")
-    cluster_up.add_argument("--dashboard_port", type=int, default=8265, help="dashboard / job API (default 8265)")
+    cluster_up.add_argument("--port", type=number(int, Bounds(1, 65535)), default=6379, help="GCS port (default 6379)")
+    cluster_up.add_argument("--dashboard_port", type=number(int, Bounds(1, 65535)), default=8265, help="dashboard / job API (default 8265)")
     cluster_down = cluster_sub.add_parser("down", help="stop the nodes `cluster up` started (no other Ray process)")
     for command in (cluster_up, cluster_down):
         command.add_argument("--state", default=".raysum-cluster", metavar="DIR",
@@ -110,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("path", metavar="DIR", help="an experiment directory")
     report.add_argument("--format", nargs="+", default=["md"], choices=["md", "html"],
                         help="md (report.md, always written) and/or html (report.html, images inlined)")
-    report.set_defaults(func=_cmd_report)
+    report.set_defaults(func=_cmd_report, path_kind="dir")
     return parser
 
 
@@ -330,6 +333,7 @@ def _cmd_tune_candidates(ns: argparse.Namespace, given: set[str]) -> int:
                   "settings, --config/--set, --scheduler and --metric belong to a training search")
     if ns.experiment is None:
         raise ConfigError(f"{ns.space} searches a finished experiment's candidates: give --experiment DIR")
+    _check_ranges(ns, ("seed", "num_cpus"))
     options = dict(trials=50 if ns.trials is None else ns.trials, seed=getattr(ns, "seed", None),
                    num_cpus=getattr(ns, "num_cpus", None), max_concurrent=ns.max_concurrent, tokenizer=ns.tokenizer,
                    ray_address=getattr(ns, "ray_address", None), console=None if ns.json else console)
@@ -359,6 +363,17 @@ def _cmd_tune_candidates(ns: argparse.Namespace, given: set[str]) -> int:
     console.print(f"{result['timing']['trials_per_minute']} trials/minute; wrote {result['tune_run']} and "
                   f"{result['best_file']}")
     return 0
+
+
+def _check_ranges(ns: argparse.Namespace, names: tuple[str, ...]) -> None:
+    """Settings flags a command uses without resolving a config: the schema's ranges still hold."""
+    from raysum.config.schema import ExperimentConfig, field_bounds
+
+    bounds = field_bounds(ExperimentConfig)
+    given = {k: getattr(ns, k) for k in names if getattr(ns, k, None) is not None}
+    problems = [f"--{k} must be {bounds[k].text()}, got {v}" for k, v in given.items() if not bounds[k].admits(v)]
+    if problems:
+        raise ConfigError(problems)
 
 
 # The kind of a search space picks the search.
@@ -398,10 +413,30 @@ def _cmd_report(ns: argparse.Namespace) -> int:
     return 0
 
 
+# Path flags (not settings: those are checked with the config) and what each must name.
+PATH_FLAGS = {"resume": "dir", "experiment": "dir", "output": "new_file", "state": "new_dir",
+              "predictions": "file", "references": "file", "config": "file", "space": "file",
+              "ensemble_space": "file", "decoding_space": "file"}
+
+
+def check_paths(ns: argparse.Namespace) -> None:
+    """Every path flag given names the right kind of thing (file, directory, somewhere writable)
+    before any command starts work."""
+    from raysum.storage import path_problems
+
+    given = [(f"--{k}", getattr(ns, k), kind) for k, kind in PATH_FLAGS.items() if getattr(ns, k, None)]
+    if getattr(ns, "path_kind", None):
+        given.append(("DIR" if ns.path_kind == "dir" else "FILE", ns.path, ns.path_kind))
+    problems = [p for flag, value, kind in given for p in path_problems(value, flag, kind)]
+    if problems:
+        raise ConfigError(problems)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     ns = parser.parse_args(argv)
     try:
+        check_paths(ns)
         return ns.func(ns)
     except RaysumError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)

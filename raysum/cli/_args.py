@@ -3,14 +3,48 @@
 from __future__ import annotations
 
 import argparse
+import math
+import re
 import typing
 
-from raysum.config.schema import ExperimentConfig, field_docs
+from raysum.config.schema import Bounds, ExperimentConfig, field_docs
 
 # Flags only the command line has (not settings).
 EXTRA_TRAIN_FLAGS = ("config", "set", "resume")
 # Flags that fill a setting from a file (decoding_settings drawn from a decoding space).
 DECODING_SPACE_FLAGS = ("decoding_space", "decoding_trials")
+
+
+# What argparse must read as a (negative) number, not as a flag: -1, -1e-4, -.5, -inf, -nan.
+_NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-(inf|infinity|nan)$", re.IGNORECASE)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with negative numbers in every spelling taken as values (``--learning_rate -1e-4``
+    is a value the range check then refuses, not a missing argument); subcommands inherit it."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = _NEGATIVE_NUMBER
+
+
+def number(kind: type, bounds: Bounds | None = None):
+    """An argparse type: a finite int or float inside ``bounds``; anything else is a usage error (exit 2)."""
+
+    def parse(text: str):
+        try:
+            value = float(text) if kind is float else int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'a number' if kind is float else 'an integer'}, "
+                                             f"got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+        if bounds is not None and not bounds.admits(value):
+            raise argparse.ArgumentTypeError(f"must be {bounds.text()}, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
 
 
 def add_train_flags(parser: argparse.ArgumentParser) -> None:
@@ -29,7 +63,7 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
             kwargs["type"] = _yaml_mapping if item is dict else item
             kwargs["metavar"] = "YAML" if item is dict else name.upper().rstrip("S") if name.endswith("s") else name.upper()
         else:
-            kwargs["type"] = base
+            kwargs["type"] = base  # ranges and NaN/inf: checked with the whole config, every problem at once
         group.add_argument(f"--{name}", **kwargs)
     parser.add_argument("--config", default=None, metavar="FILE",
                         help="experiment YAML: global keys as the flags, `models` as a list or a mapping "
@@ -62,7 +96,7 @@ def add_search_flags(parser: argparse.ArgumentParser, *, required_space: bool = 
     group = parser.add_argument_group("search (raysum tune; raysum train --mode optuna)")
     group.add_argument("--space", required=required_space, default=None, metavar="FILE",
                        help="search space YAML (search_spaces/training.yaml, ensemble.yaml, decoding.yaml)")
-    group.add_argument("--trials", type=int, default=None, metavar="N",
+    group.add_argument("--trials", type=number(int, Bounds(1)), default=None, metavar="N",
                        help="number of trials (default: 20 for a training search, 50 on cached candidates)")
     group.add_argument("--scheduler", default=None, metavar="NAME",
                        help="training search: asha (default; stops trials that fall behind after each epoch) "

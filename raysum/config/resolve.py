@@ -13,6 +13,7 @@ in the experiment file or the preset. Every leaf remembers the layer that set it
 from __future__ import annotations
 
 import json
+import math
 import typing
 from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
@@ -180,7 +181,8 @@ def _coerce(value: Any, expected: Any, path: str, problems: list[str]) -> Any:
         problems.append(f"{path}: expected true/false, got {value!r}")
         return value
     if expected is int:
-        if isinstance(value, bool) or not _is_number(value) or float(value) != int(float(value)):
+        if (isinstance(value, bool) or not _is_number(value) or not math.isfinite(float(value))
+                or float(value) != int(float(value))):
             problems.append(f"{path}: expected an integer, got {value!r}")
             return value
         return int(float(value))
@@ -243,6 +245,10 @@ def read_yaml_file(path: str | Path, label: str, missing: str = "file not found"
         return yaml.safe_load(path.read_text(encoding="utf-8-sig"))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{label} {path}: not valid YAML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{label} {path}: not a UTF-8 text file") from None
+    except OSError as exc:
+        raise ConfigError(f"{label} {path}: cannot be read ({exc.strerror})") from None
 
 
 def read_experiment_file(path: str | Path) -> dict:

@@ -12,18 +12,56 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Optional
 
 
-def doc(text: str, default: Any = None, **kw) -> Any:
-    """A dataclass field whose help text is stored in its metadata."""
+@dataclass(frozen=True)
+class Bounds:
+    """The range a number must lie in (``None``: unbounded on that side)."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def admits(self, value: float) -> bool:
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+    def text(self) -> str:
+        low, high = _plain(self.low), _plain(self.high)
+        if self.low is not None and self.high is not None:
+            return f"in {'(' if self.low_open else '['}{low}, {high}{')' if self.high_open else ']'}"
+        if self.low is not None:
+            return f"{'>' if self.low_open else '>='} {low}"
+        return f"{'<' if self.high_open else '<='} {high}"
+
+
+def _plain(number: float | None) -> str:
+    if number is None:
+        return ""
+    return str(int(number)) if float(number).is_integer() else f"{number:g}"
+
+
+def doc(text: str, default: Any = None, *, at_least: float | None = None, above: float | None = None,
+        at_most: float | None = None, below: float | None = None, **kw) -> Any:
+    """A dataclass field whose help text (and, for a number, its range) is stored in its metadata."""
+    metadata: dict[str, Any] = {"doc": text}
+    if (at_least, above, at_most, below) != (None,) * 4:
+        metadata["bounds"] = Bounds(low=above if above is not None else at_least,
+                                    high=below if below is not None else at_most,
+                                    low_open=above is not None, high_open=below is not None)
     if "default_factory" in kw:
-        return field(metadata={"doc": text}, **kw)
-    return field(default=default, metadata={"doc": text}, **kw)
+        return field(metadata=metadata, **kw)
+    return field(default=default, metadata=metadata, **kw)
+
+
+SEED_MAX = 2**32 - 1  # numpy's seeds
 
 
 @dataclass
 class LoraSettings:
-    r: int = doc("LoRA rank", 16)
-    alpha: int = doc("LoRA alpha (scaling = alpha / r)", 32)
-    dropout: float = doc("LoRA dropout", 0.05)
+    r: int = doc("LoRA rank", 16, at_least=1)
+    alpha: int = doc("LoRA alpha (scaling = alpha / r)", 32, above=0)
+    dropout: float = doc("LoRA dropout", 0.05, at_least=0, below=1)
     target_modules: list[str] = doc(
         "module names that get LoRA adapters",
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
@@ -32,10 +70,10 @@ class LoraSettings:
 
 @dataclass
 class ResourceSettings:
-    num_workers: int = doc("Ray Train workers for one unit (>1 = data parallel)", 1)
+    num_workers: int = doc("Ray Train workers for one unit (>1 = data parallel)", 1, at_least=1)
     use_gpu: bool = doc("each worker needs a GPU", False)
-    cpus_per_worker: float = doc("logical CPUs reserved per worker", 1.0)
-    gpus_per_worker: float = doc("GPUs per worker when use_gpu", 1.0)
+    cpus_per_worker: float = doc("logical CPUs reserved per worker", 1.0, at_least=0)
+    gpus_per_worker: float = doc("GPUs per worker when use_gpu", 1.0, above=0)
 
 
 @dataclass
@@ -50,22 +88,22 @@ class ModelSettings:
         "build a randomly initialised model instead: {architecture: bart|llama|qwen3, ...config kwargs}; "
         "the tokenizer is trained on the training data", None)
     trust_remote_code: bool = doc("allow code from the checkpoint's repository", False)
-    epochs: float = doc("training epochs", 3)
-    batch_size: int = doc("per-device training batch size", 8)
-    gradient_accumulation_steps: int = doc("micro-batches per optimizer step", 1)
-    learning_rate: float = doc("peak learning rate (AdamW)", 5e-5)
-    warmup_ratio: float = doc("fraction of optimizer steps with linear warmup", 0.1)
-    weight_decay: float = doc("AdamW weight decay", 0.01)
-    max_source_length: int = doc("dialogue tokens kept (longer dialogues are truncated)", 512)
-    max_target_length: int = doc("summary tokens kept for training", 128)
-    num_beams: int = doc("beams at generation", 4)
-    max_length: int = doc("maximum generated summary tokens", 100)
-    length_penalty: float = doc("beam-search length penalty", 1.0)
-    no_repeat_ngram_size: int = doc("forbid repeating n-grams of this size at generation (0 = off)", 0)
+    epochs: float = doc("training epochs", 3, above=0, at_most=1000)
+    batch_size: int = doc("per-device training batch size", 8, at_least=1)
+    gradient_accumulation_steps: int = doc("micro-batches per optimizer step", 1, at_least=1)
+    learning_rate: float = doc("peak learning rate (AdamW)", 5e-5, above=0, at_most=1)
+    warmup_ratio: float = doc("fraction of optimizer steps with linear warmup", 0.1, at_least=0, below=1)
+    weight_decay: float = doc("AdamW weight decay", 0.01, at_least=0, at_most=1)
+    max_source_length: int = doc("dialogue tokens kept (longer dialogues are truncated)", 512, at_least=8)
+    max_target_length: int = doc("summary tokens kept for training", 128, at_least=2)
+    num_beams: int = doc("beams at generation", 4, at_least=1)
+    max_length: int = doc("maximum generated summary tokens", 100, at_least=1)
+    length_penalty: float = doc("beam-search length penalty", 1.0, above=0, at_most=10)
+    no_repeat_ngram_size: int = doc("forbid repeating n-grams of this size at generation (0 = off)", 0, at_least=0)
     decoding_settings: list[dict] = doc(
         "up to 3 more decoding settings (d1..d3), each a partial override of num_beams, length_penalty, "
         "no_repeat_ngram_size, max_length; OOF and dev are generated once per setting", default_factory=list)
-    generation_batch_size: int = doc("dialogues per generation batch (sorted by length)", 64)
+    generation_batch_size: int = doc("dialogues per generation batch (sorted by length)", 64, at_least=1)
     prompt_template: str = doc(
         "causal LMs: user message of the chat template; {dialogue} is replaced by the dialogue",
         "다음 대화를 요약하세요.\n{dialogue}")
@@ -107,18 +145,19 @@ class ExperimentConfig:
         "OOF and dev generated once per setting for `raysum tune --space search_spaces/decoding.yaml`", None)
     use_augmentation: bool = doc("add augmented training examples (training part of each fold only)", False)
     augmentation_methods: list[str] = doc("augmentation methods", default_factory=lambda: ["back_translation"])
-    augmentation_ratio: float = doc("augmented examples per training example", 0.1)
+    augmentation_ratio: float = doc("augmented examples per training example", 0.1, above=0, at_most=100)
     augmentation_translators: list[str] = doc(
         "back_translation: ko->en and en->ko MarianMT checkpoints (hub names or local directories)",
         default_factory=lambda: ["Helsinki-NLP/opus-mt-ko-en", "Helsinki-NLP/opus-mt-tc-big-en-ko"])
-    k_folds: int = doc("number of folds (kfold / full modes)", 5)
-    fold_seed: int = doc("seed of the fold assignment", 42)
+    k_folds: int = doc("number of folds (kfold / full modes)", 5, at_least=2)
+    fold_seed: int = doc("seed of the fold assignment", 42, at_least=0, at_most=SEED_MAX)
     ensemble_strategy: str = doc("how candidates are combined into the submission", "voting")
-    ensemble_weights: Optional[list[float]] = doc("one weight per model (weighted_avg)", None)
+    ensemble_weights: Optional[list[float]] = doc("one weight per model (weighted_avg)", None, at_least=0)
     use_tta: bool = doc("generate for test-time input variants too", False)
     tta_strategies: list[str] = doc("TTA variants", default_factory=lambda: ["paraphrase"])
-    tta_num_aug: int = doc("variants per TTA strategy", 1)
-    max_train_samples: Optional[int] = doc("seeded random sample of the training data (null = all)", None)
+    tta_num_aug: int = doc("variants per TTA strategy", 1, at_least=1, at_most=100)
+    max_train_samples: Optional[int] = doc("seeded random sample of the training data (null = all)", None,
+                                           at_least=1)
     save_visualizations: bool = doc(
         "write plots into the experiment's plots/ folder and embed them in report.md "
         "(report.md itself is always written; `raysum report DIR` writes plots for any experiment)", False)
@@ -127,14 +166,14 @@ class ExperimentConfig:
         "mlflow (needs the mlflow package; DIR/mlruns unless MLFLOW_TRACKING_URI is set), or none",
         default_factory=lambda: ["tensorboard"])
     experiment_name: str = doc("suffix of the experiment directory name", "experiment")
-    seed: int = doc("random seed (sampling, initialisation, training order)", 42)
+    seed: int = doc("random seed (sampling, initialisation, training order)", 42, at_least=0, at_most=SEED_MAX)
     output_dir: str = doc("where experiment directories are created: a path or file:// URI (on a cluster: "
                           "storage every node mounts)", "outputs")
     storage_path: Optional[str] = doc(
         "Ray Train's storage for the units' runs and reported checkpoints: a path every node reaches or a URI "
         "(s3://, gs://, file://); default: <experiment dir>/ray", None)
     max_failures: int = doc("times Ray Train restarts a unit whose worker or node died; it resumes from its last "
-                            "epoch checkpoint", 0)
+                            "epoch checkpoint", 0, at_least=0)
     train_data: Optional[str] = doc("training file (csv/jsonl; a path or URI); default: the bundled Korean sample",
                                     None)
     dev_data: Optional[str] = doc("dev file with references (path or URI); default: the bundled Korean sample", None)
@@ -142,7 +181,17 @@ class ExperimentConfig:
                                    None)
     ray_address: Optional[str] = doc("attach to a Ray cluster (auto or host:port) instead of starting one "
                                      "(RAY_ADDRESS, as set inside `ray job submit`, does the same)", None)
-    num_cpus: Optional[int] = doc("logical CPUs of the local Ray instance (default: enough for the units)", None)
+    num_cpus: Optional[int] = doc("logical CPUs of the local Ray instance (default: enough for the units)", None,
+                                  at_least=1)
+
+
+def field_bounds(cls) -> dict[str, Bounds]:
+    """Each number's range by field name; the global copies of per-model settings share the model's."""
+    out = {f.name: f.metadata["bounds"] for f in fields(cls) if "bounds" in f.metadata}
+    if cls is ExperimentConfig:
+        model = field_bounds(ModelSettings)
+        out.update({k: model[k] for k in SHARED_FIELDS if k in model and k not in out})
+    return out
 
 
 def field_docs(cls) -> dict[str, str]:

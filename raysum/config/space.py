@@ -139,7 +139,27 @@ def _parse(data: Any, problems: list[str], path: str) -> SearchSpace:
             _keep(space.models.setdefault(str(model), {}), name, _parameter(f"models.{model}.{name}", spec, problems))
     if kind == "ensemble":
         _check_strategies(space, problems)
+    _check_ranges(space, problems)
     return space
+
+
+def _check_ranges(space: SearchSpace, problems: list[str]) -> None:
+    """Every value a parameter can take lies inside its setting's range (the schema's), so no
+    trial is drawn that the run would refuse."""
+    from raysum.config.schema import LoraSettings, ModelSettings, field_bounds
+
+    ranges = {**field_bounds(ModelSettings), **{f"lora.{k}": b for k, b in field_bounds(LoraSettings).items()}}
+    named = [(name, name, p) for name, p in space.parameters.items()]
+    named += [(f"models.{model}.{name}", name, p) for model, params in space.models.items()
+              for name, p in params.items()]
+    for where, name, parameter in named:
+        bounds = ranges.get(name)
+        if bounds is None:
+            continue
+        values = parameter.values if parameter.kind == "choice" else (parameter.low, parameter.high)
+        outside = [v for v in values if not _is_number(v) or not bounds.admits(v)]
+        if outside:
+            problems.append(f"{where} must be {bounds.text()}; the space reaches {outside}")
 
 
 def _allowed(kind: str) -> list[str]:

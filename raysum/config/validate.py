@@ -9,12 +9,18 @@ type); every other check still runs.
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Callable
+from dataclasses import fields, is_dataclass
 
 from raysum.config.resolve import DEFAULT, ResolvedConfig
-from raysum.config.schema import FOLD_MODES, MODES, ONE_MODEL_MODES, ModelSettings
+from raysum.config.schema import FOLD_MODES, MODES, ONE_MODEL_MODES, SHARED_FIELDS, ModelSettings, field_bounds
 
 KINDS = ("seq2seq", "causal")
+# An experiment name becomes one directory name under output_dir: letters (any script), digits,
+# '_', '-', '.', not starting with '.' or '-', at most 100 characters.
+EXPERIMENT_NAME = re.compile(r"\w[\w.-]{0,99}")
 
 
 def _failed(check: Callable[[], bool]) -> bool:
@@ -23,6 +29,33 @@ def _failed(check: Callable[[], bool]) -> bool:
         return not check()
     except (TypeError, AttributeError):
         return False
+
+
+def number_problems(settings, prefix: str = "") -> list[str]:
+    """Every number of a settings dataclass (nested blocks, lists, a from_config mapping):
+    finite, and inside the range its schema field declares."""
+    out = []
+    bounds = field_bounds(type(settings))
+    for f in fields(settings):
+        value, where = getattr(settings, f.name), f"{prefix}{f.name}"
+        if is_dataclass(value):
+            out += number_problems(value, where + ".")
+            continue
+        if isinstance(value, dict):
+            items = [(f"{where}.{k}", v) for k, v in value.items()]
+        elif isinstance(value, list):
+            items = [(f"{where}[{i}]", v) for i, v in enumerate(value)]
+        else:
+            items = [(where, value)]
+        whole = f.type in ("int", "Optional[int]", int)  # a float there was reported by resolve
+        for name, number in items:
+            if isinstance(number, bool) or not isinstance(number, (int, float)) or (whole and isinstance(number, float)):
+                continue
+            if not math.isfinite(number):
+                out.append(f"{name} must be a finite number, got {number}")
+            elif f.name in bounds and not bounds[f.name].admits(number):
+                out.append(f"{name} must be {bounds[f.name].text()}, got {number}")
+    return out
 
 
 def config_problems(cfg: ResolvedConfig) -> tuple[list[str], list[str]]:
@@ -38,20 +71,18 @@ def config_problems(cfg: ResolvedConfig) -> tuple[list[str], list[str]]:
         (lambda: not (exp.mode in ONE_MODEL_MODES and len(cfg.models) > 1),
          f"mode {exp.mode} trains one model, got {len(cfg.models)}: {', '.join(cfg.models)}; "
          "use --mode multi_model or --mode full for several"),
-        (lambda: not (exp.mode in FOLD_MODES and exp.k_folds < 2),
-         f"k_folds must be >= 2 in mode {exp.mode}, got {exp.k_folds}"),
         (lambda: weights is None or len(weights) == len(cfg.models),
          f"ensemble_weights has {len(weights or [])} values for {len(cfg.models)} models "
          f"({', '.join(cfg.models)}); give one weight per model"),
-        (lambda: weights is None or (all(w >= 0 for w in weights) and sum(weights) > 0),
-         "ensemble_weights must be >= 0 with a positive sum"),
-        (lambda: exp.augmentation_ratio > 0, f"augmentation_ratio must be > 0, got {exp.augmentation_ratio}"),
-        (lambda: exp.tta_num_aug >= 1, f"tta_num_aug must be >= 1, got {exp.tta_num_aug}"),
-        (lambda: exp.max_train_samples is None or exp.max_train_samples > 0,
-         f"max_train_samples must be > 0, got {exp.max_train_samples}"),
-        (lambda: exp.max_failures >= 0, f"max_failures must be >= 0, got {exp.max_failures}"),
+        (lambda: weights is None or not all(math.isfinite(w) for w in weights) or sum(weights) > 0,
+         "ensemble_weights must have a positive sum"),
+        (lambda: EXPERIMENT_NAME.fullmatch(exp.experiment_name) is not None,
+         f"experiment_name {exp.experiment_name!r}: use letters, digits, '_', '-' and '.' (not first), at most "
+         "100 characters; it becomes one directory under output_dir"),
     ]
     problems.extend(message for check, message in checks if _failed(check))
+    # The global copies of per-model settings reach every model and are checked there.
+    problems.extend(p for p in _guarded_list(number_problems, exp) if p.split()[0].split("[")[0] not in SHARED_FIELDS)
     try:
         problems.extend(_storage_problems(exp))
     except (TypeError, AttributeError):
@@ -60,6 +91,11 @@ def config_problems(cfg: ResolvedConfig) -> tuple[list[str], list[str]]:
         for key in ("k_folds", "fold_seed"):
             if key in given:
                 warnings.append(f"{key} is not used in mode {exp.mode} (no folds); it applies in kfold and full")
+    for name, m in cfg.models.items():
+        if m.trust_remote_code is True:
+            warnings.append(f"models.{name}: trust_remote_code is on: Python code from the repository of "
+                            f"checkpoint {m.checkpoint!r} runs on every worker that loads it; keep it on only for "
+                            "a checkpoint you trust")
     if not exp.use_augmentation:
         for key in ("augmentation_methods", "augmentation_ratio"):
             if key in given:
@@ -76,12 +112,16 @@ def _storage_problems(exp) -> list[str]:
     it), never a job's temporary working directory; Ray Train's storage may be a URI."""
     import os
 
-    from raysum.storage import local_path, uri_problems
+    from raysum.storage import local_path, path_problems, uri_problems
 
-    out = uri_problems(exp.storage_path, "storage_path") if exp.storage_path else []
+    out = []
+    if exp.storage_path:
+        out += uri_problems(exp.storage_path, "storage_path") or path_problems(exp.storage_path, "storage_path",
+                                                                                "new_dir")
     for key in ("train_data", "dev_data", "test_data"):
         if getattr(exp, key):
-            out += uri_problems(getattr(exp, key), key)
+            out += uri_problems(getattr(exp, key), key) or path_problems(getattr(exp, key), key, "file")
+    out += path_problems(exp.output_dir, "output_dir", "new_dir")
     output = local_path(exp.output_dir)
     if output is None:
         out.append(f"output_dir {exp.output_dir!r}: the experiment directory must be a filesystem path or file:// "
@@ -100,23 +140,12 @@ def model_problems(m: ModelSettings) -> list[str]:
         out.append(f"kind {m.kind!r} is unknown; choose seq2seq or causal")
     if (m.checkpoint is None) == (m.from_config is None):
         out.append("set exactly one of checkpoint (from_pretrained) and from_config (built from a config)")
+    out.extend(_guarded_list(number_problems, m))
     checks = [
-        (lambda: m.learning_rate > 0, f"learning_rate must be > 0, got {m.learning_rate}"),
-        (lambda: m.epochs > 0, f"epochs must be > 0, got {m.epochs}"),
-        (lambda: m.batch_size >= 1, f"batch_size must be >= 1, got {m.batch_size}"),
-        (lambda: m.gradient_accumulation_steps >= 1, f"gradient_accumulation_steps must be >= 1, got {m.gradient_accumulation_steps}"),
-        (lambda: 0 <= m.warmup_ratio < 1, f"warmup_ratio must be in [0, 1), got {m.warmup_ratio}"),
-        (lambda: m.num_beams >= 1, f"num_beams must be >= 1, got {m.num_beams}"),
-        (lambda: m.max_length >= 1, f"max_length must be >= 1, got {m.max_length}"),
-        (lambda: m.max_source_length >= 8, f"max_source_length must be >= 8, got {m.max_source_length}"),
-        (lambda: m.max_target_length >= 2, f"max_target_length must be >= 2, got {m.max_target_length}"),
-        (lambda: m.generation_batch_size >= 1, f"generation_batch_size must be >= 1, got {m.generation_batch_size}"),
         (lambda: m.precision in ("auto", "bf16", "fp16", "fp32"), f"precision {m.precision!r}: choose auto, bf16, fp16 or fp32"),
         (lambda: m.packing in ("auto", "packed", "padded"), f"packing {m.packing!r}: choose auto, packed or padded"),
         (lambda: m.quantization in (None, "nf4"), f"quantization {m.quantization!r}: choose null or nf4"),
         (lambda: m.deepspeed in (None, "zero2", "zero3"), f"deepspeed {m.deepspeed!r}: choose null, zero2 or zero3"),
-        (lambda: m.resources.num_workers >= 1, f"resources.num_workers must be >= 1, got {m.resources.num_workers}"),
-        (lambda: m.resources.cpus_per_worker >= 0, "resources.cpus_per_worker must be >= 0"),
     ]
     out.extend(msg for check, msg in checks if _failed(check))
     if m.kind == "seq2seq" and m.lora is not None:
@@ -126,7 +155,13 @@ def model_problems(m: ModelSettings) -> list[str]:
     if m.quantization == "nf4" and m.deepspeed == "zero3":
         out.append("DeepSpeed ZeRO-3 with QLoRA is refused: ZeRO-3 partitions parameters across GPUs, "
                    "which bitsandbytes' packed 4-bit weights cannot be; use zero2 or no quantization")
-    if m.lora is not None:
-        if m.lora.r < 1 or m.lora.alpha <= 0 or not 0 <= m.lora.dropout < 1 or not m.lora.target_modules:
-            out.append("lora needs r >= 1, alpha > 0, 0 <= dropout < 1 and at least one target module")
+    if m.lora is not None and not m.lora.target_modules:
+        out.append("lora needs at least one target module")
     return out
+
+
+def _guarded_list(check, value) -> list[str]:
+    try:
+        return check(value)
+    except (TypeError, AttributeError):
+        return []
