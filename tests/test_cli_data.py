@@ -34,7 +34,7 @@ def test_data_check_bundled_files(capsys):
 ])
 def test_data_check_reports_each_error_kind(tmp_path, capsys, content, message):
     path = _write(tmp_path / "bad.csv", content)
-    assert main(["data", "check", path]) == 1
+    assert main(["data", "check", path]) == 2
     captured = capsys.readouterr()
     assert message in captured.out + captured.err
 
@@ -69,12 +69,12 @@ def test_score_missing_and_extra_fnames(tmp_path, capsys):
     pred = tmp_path / "pred.csv"
     df = pd.DataFrame({"fname": list(refs["fname"][1:]) + ["ghost_1"], "summary": list(refs["summary"][1:]) + ["x"]})
     df.to_csv(pred, index=False)
-    assert main(["score", "--predictions", str(pred), "--references", str(test_file)]) == 1
+    assert main(["score", "--predictions", str(pred), "--references", str(test_file)]) == 2
     err = capsys.readouterr().err
     assert "have no prediction" in err and refs["fname"][0] in err and "ghost_1" in err
 
 
 def test_score_bad_prediction_file(tmp_path, capsys):
     pred = _write(tmp_path / "pred.csv", "name,text\na,b\n")
-    assert main(["score", "--predictions", pred, "--references", str(bundled_data("dev"))]) == 1
+    assert main(["score", "--predictions", pred, "--references", str(bundled_data("dev"))]) == 2
     assert "missing column 'fname'" in capsys.readouterr().err

@@ -25,7 +25,7 @@ from raysum.data import (
     print_check,
     sample_rows,
 )
-from raysum.errors import DataError
+from raysum.errors import ConfigError, DataError
 
 D1 = "#Person1#: 안녕하세요, 오늘 날씨 어때요?\n#Person2#: 맑고 따뜻해요."
 D2 = "#Person1#: 내일 회의는 몇 시죠?\n#Person2#:오후 3시입니다.\n#Person1#: 알겠습니다."
@@ -331,9 +331,11 @@ def test_assign_folds():
     assert len(sizes) == 5 and max(sizes) - min(sizes) <= 1 and sum(sizes) == 23
     assert assign_folds(df, 5, 42).equals(folds)
     assert not assign_folds(df, 5, 7)["fold"].equals(folds["fold"])
-    for k in (1, 0, 24):
+    for k in (1, 0):
         with pytest.raises(ValueError, match="k-fold"):
             assign_folds(df, k, 42)
+    with pytest.raises(ConfigError, match="k_folds=24 is more than the 23 training dialogue"):
+        assign_folds(df, 24, 42)
     with pytest.raises(ValueError, match="unique"):
         assign_folds(pd.concat([df, df.head(1)]), 5, 42)
 

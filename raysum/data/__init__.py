@@ -2,6 +2,7 @@
 
     df = load_dataset("train.csv")            # fname, dialogue, references, topic
     check = check_dataset("train.csv")        # errors, warnings, stats
+    errors, notes = check_splits({"train": {fname: dialogue}, "dev": ..., "test": ...})
     folds = assign_folds(df, k=5, seed=42)    # fname, fold
     train_df, heldout_df = fold_split(df, folds, fold=0)
 """
@@ -12,6 +13,7 @@ from raysum.data._check import (
     MIN_DIALOGUE_TURNS,
     DataCheck,
     Problem,
+    check_splits,
     format_check,
     print_check,
 )
@@ -44,6 +46,7 @@ __all__ = [
     "assign_folds",
     "bundled_data",
     "check_dataset",
+    "check_splits",
     "fold_split",
     "format_check",
     "load_dataset",

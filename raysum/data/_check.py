@@ -1,15 +1,18 @@
 """The data check: errors that make a dataset unusable, warnings worth a look, and statistics.
 
 Errors: empty or duplicate fname, empty dialogue, empty summary, a turn without a
-speaker tag (plus the file-level errors found while reading, see ``_load``).
+speaker tag, a control character (NUL and the like) in fname, dialogue or a summary
+(plus the file-level errors found while reading, see ``_load``).
 Warnings: over-long dialogues, very short dialogues, unusual tags, a summary longer
 than its dialogue. Row numbers are the record numbers that ``_load`` assigns.
 """
 
 from __future__ import annotations
 
+import re
 import statistics
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +23,12 @@ MAX_DIALOGUE_TURNS = 60
 MIN_DIALOGUE_TURNS = 2
 # Turn numbers listed in one "no speaker tag" error before it says "and N more".
 _LISTED_TURNS = 5
+# C0 controls and DEL except tab, newline and carriage return, and the C1 controls: a NUL
+# or an escape code is an export gone wrong, and several of them split lines in Python.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_CONTROL_NAMES = {0x00: "NUL", 0x1b: "ESC", 0x7f: "DEL", 0x85: "NEL"}
+# fnames listed in one message about fnames shared between splits.
+_LISTED_FNAMES = 5
 
 
 @dataclass(frozen=True)
@@ -74,9 +83,25 @@ def check_records(records: list[Record], errors: list[Problem], warnings: list[P
     """Append every row-level error and warning found in ``records``."""
     first_row: dict[str, int] = {}
     for record in records:
+        _check_control(record, errors)
         _check_fname(record, first_row, errors)
         _check_dialogue(record, errors, warnings)
         _check_references(record, errors, warnings)
+
+
+def _check_control(record: Record, errors: list[Problem]) -> None:
+    fields = [("fname", record.fname), ("dialogue", record.dialogue), *record.references]
+    for column, text in fields:
+        found = list(_CONTROL.finditer(text))
+        if not found:
+            continue
+        first = found[0]
+        code = ord(first.group())
+        name = f"U+{code:04X}" + (f" ({_CONTROL_NAMES[code]})" if code in _CONTROL_NAMES else "")
+        where = f" of fname {text!r}" if column == "fname" else ""
+        count = f" ({len(found)} control characters in all)" if len(found) > 1 else ""
+        errors.append(Problem(record.row, column, f"control character {name} at character {first.start() + 1}"
+                                                  f"{where}{count}: only tab and line breaks are allowed"))
 
 
 def _check_fname(record: Record, first_row: dict[str, int], errors: list[Problem]) -> None:
@@ -136,6 +161,33 @@ def _check_references(record: Record, errors: list[Problem], warnings: list[Prob
 def _unusual_message(tags: list[str]) -> str:
     return (f"unusual tag{'s' if len(tags) > 1 else ''} {', '.join(tags)} "
             f"(neither a speaker tag #Person1#..#Person7# nor a competition mask)")
+
+
+def check_splits(dialogues: Mapping[str, Mapping[str, str]]) -> tuple[list[str], list[str]]:
+    """(errors, notes) about fnames shared between the ``train``, ``dev`` and ``test`` splits
+    (``dialogues``: split -> fname -> dialogue).
+
+    A test fname in train is an error (a leak, or two dialogues under one name in the
+    submission's eyes). train/dev and dev/test sharing fnames is a note: every lookup is by
+    (split, fname), so each split keeps its own dialogue, but dev scores on dialogues the
+    models trained on are not held-out scores.
+    """
+    errors, notes = [], []
+    for first, second in (("train", "test"), ("train", "dev"), ("dev", "test")):
+        a, b = dialogues.get(first, {}), dialogues.get(second, {})
+        shared = [f for f in b if f in a]
+        if not shared:
+            continue
+        listed = ", ".join(repr(f) for f in shared[:_LISTED_FNAMES]) + (" ..." if len(shared) > _LISTED_FNAMES else "")
+        same = sum(a[f] == b[f] for f in shared)
+        message = (f"{len(shared):,} fname(s) are in both {first} and {second} ({listed}); "
+                   f"{same:,} of them with the same dialogue")
+        if (first, second) == ("train", "test"):
+            errors.append(message + ": a test fname must not be a training fname; rename or remove them")
+        else:
+            held_out = ": dev scores on the same dialogues are not held-out scores" if first == "train" else ""
+            notes.append(f"{message} (each split keeps its own dialogue{held_out})")
+    return errors, notes
 
 
 def compute_stats(records: list[Record]) -> dict[str, Any]:

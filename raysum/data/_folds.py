@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from raysum.errors import ConfigError
+
 
 def sample_rows(df: pd.DataFrame, n: int | None, seed: int,
                 name: str = "max_train_samples") -> tuple[pd.DataFrame, str | None]:
@@ -35,12 +37,17 @@ def assign_folds(df: pd.DataFrame, k: int, seed: int) -> pd.DataFrame:
     """Columns ``fname,fold`` (fold in 0..k-1), one row per dialogue in ``df``'s order.
 
     Uses scikit-learn's ``KFold(n_splits=k, shuffle=True, random_state=seed)``: the same
-    seed gives the same folds, fold sizes differ by at most one.
+    seed gives the same folds, fold sizes differ by at most one. ``k`` above the number of
+    dialogues is a ConfigError (every fold needs a held-out dialogue); ``k < 2`` ValueError.
     """
     from sklearn.model_selection import KFold
 
-    if not 2 <= k <= len(df):
+    if k < 2:
         raise ValueError(f"k-fold needs 2 <= k <= number of dialogues ({len(df)}), got k={k}")
+    if k > len(df):
+        raise ConfigError(f"k_folds={k} is more than the {len(df):,} training dialogue(s) to split (after "
+                          f"max_train_samples, when set): every fold needs a held-out dialogue; lower k_folds "
+                          f"or use more training data")
     fnames = df["fname"].astype(str)
     duplicated = fnames[fnames.duplicated()].unique().tolist()
     if duplicated:

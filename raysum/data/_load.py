@@ -79,6 +79,9 @@ def _read(path, require_references: bool) -> tuple[list[Record], DataCheck]:
     check.columns = columns
     records = _to_records(columns, raw, require_references, check)
     check_records(records, check.errors, check.warnings)
+    # A missing column is one problem, not one "empty text" per row.
+    missing = {p.column for p in check.errors if p.row is None and p.column}
+    check.errors = [p for p in check.errors if p.row is None or p.column not in missing]
     check.stats = compute_stats(records)
     check.errors.sort(key=_problem_order)
     check.warnings.sort(key=_problem_order)

@@ -15,7 +15,9 @@ text level with Korean ROUGE, since the models do not share a tokenizer.
 """
 
 from raysum.ensemble import stacking, voting, weighted_avg
-from raysum.ensemble._evaluate import best_single_unit, evaluate, score_rows, select, unit_name
+from raysum.ensemble._evaluate import (
+    CHOSEN_BY_TEXT, best_single_unit, chosen_by, evaluate, score_rows, select, unit_name,
+)
 from raysum.ensemble._features import FEATURE_DOCS, candidate_features
 from raysum.ensemble._prepare import Prepared, prepare, subset
 from raysum.ensemble._registry import ALIASES, STRATEGIES, Choice, canonical, config_problems, register_strategy, run_strategy
@@ -26,6 +28,7 @@ register_strategy("stacking", stacking)
 
 __all__ = [
     "ALIASES",
+    "CHOSEN_BY_TEXT",
     "FEATURE_DOCS",
     "STRATEGIES",
     "Choice",
@@ -33,6 +36,7 @@ __all__ = [
     "best_single_unit",
     "candidate_features",
     "canonical",
+    "chosen_by",
     "config_problems",
     "evaluate",
     "prepare",

@@ -77,6 +77,16 @@ def best_single_unit(prepared: Prepared, references_by_split: Mapping[str, Refer
     raise ValueError("no unit has candidates without TTA on a split with references (oof or dev)")
 
 
+def chosen_by(best_single: Mapping) -> str:
+    """How a ``best_single`` entry was chosen: ``oof`` (by out-of-fold score: some unit has
+    OOF scores, the fold modes) or ``dev`` (no unit has any). Entries from before the
+    ``chosen_by`` key are told by whether the unit has OOF scores."""
+    return best_single.get("chosen_by") or ("oof" if best_single.get("oof") else "dev")
+
+
+CHOSEN_BY_TEXT = {"oof": "OOF score", "dev": "dev score"}
+
+
 def _normalised(references_by_split: Mapping[str, References]) -> dict[str, dict[str, list[str]]]:
     return {split: normalise_references(refs, split) for split, refs in (references_by_split or {}).items()}
 
@@ -95,6 +105,7 @@ def evaluate(
     the selected texts; None without references there; for stacking the OOF selection
     is the cross-fitted one), ``best_single`` = {unit, oof, dev}, ``selections`` (every
     split) and, for stacking, ``stacking`` = {cv_oof, feature_importances, ...}.
+    ``best_single.chosen_by`` says how that unit was chosen (see :func:`chosen_by`).
     """
     name = canonical(strategy)
     references_by_split = _normalised(references_by_split)
@@ -108,6 +119,7 @@ def evaluate(
         result[split] = score_rows(rows, references_by_split.get(split), prepared.tokenizer)
     unit, unit_oof, unit_dev = best_single_unit(prepared, references_by_split)
     result["best_single"] = {"unit": unit, "oof": unit_oof, "dev": unit_dev}
+    result["best_single"]["chosen_by"] = chosen_by(result["best_single"])
     result["selections"] = selections
     if choice.info:
         info = dict(choice.info)

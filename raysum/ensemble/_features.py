@@ -76,12 +76,12 @@ def _logprob_z(table: pd.DataFrame) -> np.ndarray:
     return z.fillna(0.0).to_numpy()
 
 
-def _speaker_tags(table: pd.DataFrame, dialogues: dict[str, set[str]]) -> np.ndarray:
+def _speaker_tags(table: pd.DataFrame, dialogues: dict[tuple[str, str], set[str]]) -> np.ndarray:
     out = np.ones(len(table))
-    for i, (text, fname) in enumerate(zip(table["text"], table["fname"])):
+    for i, (text, key) in enumerate(zip(table["text"], zip(table["split"], table["fname"]))):
         tags = SPEAKER_TAG.findall(text)
         if tags:
-            out[i] = sum(tag in dialogues[fname] for tag in tags) / len(tags)
+            out[i] = sum(tag in dialogues[key] for tag in tags) / len(tags)
     return out
 
 
@@ -98,9 +98,11 @@ def candidate_features(prepared: Prepared, models: list[str] | None = None) -> p
     """One row per candidate (index = its position), the columns of FEATURE_DOCS then
     ``model=<name>`` one-hots for ``models`` (default: every model of the candidates)."""
     table = prepared.candidates
-    dialogue_tags = {f: set(SPEAKER_TAG.findall(" ".join(toks))) for f, toks in prepared.dialogue_tokens.items()}
+    # An fname is a dialogue only within its split (train and dev may reuse a name).
+    dialogue_tags = {key: set(SPEAKER_TAG.findall(" ".join(toks))) for key, toks in prepared.dialogue_tokens.items()}
     length = np.array([len(t) for t in prepared.tokens], dtype=float)
-    dialogue_length = np.array([len(prepared.dialogue_tokens[f]) for f in table["fname"]], dtype=float)
+    dialogue_length = np.array([len(prepared.dialogue_tokens[key]) for key in zip(table["split"], table["fname"])],
+                               dtype=float)
     pool_median = _pool_median(length, prepared)
     logprob_z = _logprob_z(table)
     dialogue_rouge = prepared.dialogue_rouge.mean(axis=1)

@@ -36,7 +36,7 @@ class Prepared:
     pools: pd.DataFrame  # split, fname, start, stop: one row per (split, fname)
     pool_of: np.ndarray  # pool number of each candidate
     tokens: list[Sequence[str]]  # tokens of each candidate
-    dialogue_tokens: dict[str, Sequence[str]]  # fname -> tokens of its dialogue
+    dialogue_tokens: dict[tuple[str, str], Sequence[str]]  # (split, fname) -> tokens of its dialogue
     pairwise: list[np.ndarray]  # per pool: (n, n, 3) ROUGE of every candidate pair
     consensus: np.ndarray  # mean over the pool's other candidates of mean(R1, R2, RL)
     dialogue_rouge: np.ndarray  # (N, 3) ROUGE of each candidate to its dialogue
@@ -118,9 +118,21 @@ def normalise_references(references: Mapping[str, Sequence[str]], split: str) ->
     return out
 
 
+def _dialogues_by_split(dialogues: Mapping, splits) -> dict[str, Mapping[str, str]]:
+    """split -> fname -> dialogue for every split in ``splits``. ``dialogues`` is either
+    that already (what ``Experiment.dialogues()`` gives: an fname may name different
+    dialogues in different splits) or one fname -> dialogue mapping for every split."""
+    values = list(dialogues.values())
+    if values and all(isinstance(v, Mapping) for v in values):
+        return {s: dialogues.get(s, {}) for s in splits}
+    if all(isinstance(v, str) for v in values):
+        return {s: dialogues for s in splits}
+    raise ValueError("dialogues must map fname -> dialogue text, or split -> fname -> dialogue text")
+
+
 def prepare(
     candidates: pd.DataFrame,
-    dialogues: Mapping[str, str],
+    dialogues: Mapping[str, str] | Mapping[str, Mapping[str, str]],
     *,
     references_by_split: Mapping[str, Mapping[str, Sequence[str]]] | None = None,
     tokenizer: str = "kiwi",
@@ -128,32 +140,36 @@ def prepare(
     """Tokenize and score every pool once; the result feeds every strategy.
 
     ``candidates``: the candidates table (split, fname, model, text; fold, tta, logprob
-    where known). ``dialogues``: fname -> dialogue text for every fname in the table.
+    where known). ``dialogues``: split -> fname -> dialogue text for every (split, fname)
+    of the table (an fname may name different dialogues in different splits), or one
+    fname -> dialogue text for all splits.
     ``references_by_split``: optional split -> fname -> references, for ROUGE of each
     candidate to its references (what stacking learns from on the "oof" split).
     """
     table = _check_candidates(candidates)
     pools, pool_of = _pools(table)
-    missing = sorted(set(pools["fname"]) - set(dialogues))
+    by_split = _dialogues_by_split(dialogues, pools["split"].unique())
+    keys = list(zip(pools["split"], pools["fname"]))
+    missing = sorted(f"{s}/{f}" for s, f in keys if f not in by_split[s])
     if missing:
         raise ValueError(f"no dialogue for {len(missing)} fname(s), e.g. {missing[:_MAX_LISTED]}")
+    dialogue_of = {(s, f): by_split[s][f] for s, f in keys}
     references_by_split = {s: normalise_references(r, s) for s, r in (references_by_split or {}).items()}
     pool_refs = [references_by_split.get(s, {}).get(f, []) for s, f in zip(pools["split"], pools["fname"])]
 
     texts = table["text"].tolist()
-    fnames = list(dict.fromkeys(pools["fname"]))
-    distinct = list(dict.fromkeys(texts + [dialogues[f] for f in fnames] + [r for rs in pool_refs for r in rs]))
+    distinct = list(dict.fromkeys(texts + list(dialogue_of.values()) + [r for rs in pool_refs for r in rs]))
     token_of = dict(zip(distinct, map(tuple, tokenize_many(distinct, tokenizer))))
     tokens = [token_of[t] for t in texts]
-    dialogue_tokens = {f: token_of[dialogues[f]] for f in fnames}
+    dialogue_tokens = {key: token_of[dialogue] for key, dialogue in dialogue_of.items()}
 
     n_rows = len(table)
     pairwise, consensus = [], np.zeros(n_rows)
     dialogue_rouge = np.zeros((n_rows, 3))
     reference_rouge = np.full((n_rows, 3), np.nan)
-    for (_, start, stop), fname, refs in zip(_ranges(pools), pools["fname"], pool_refs):
+    for (_, start, stop), key, refs in zip(_ranges(pools), keys, pool_refs):
         n = stop - start
-        lists = tokens[start:stop] + [dialogue_tokens[fname]] + [token_of[r] for r in refs]
+        lists = tokens[start:stop] + [dialogue_tokens[key]] + [token_of[r] for r in refs]
         scores = pairwise_rouge_f1(lists)
         pairwise.append(scores[:n, :n].copy())
         dialogue_rouge[start:stop] = scores[:n, n]

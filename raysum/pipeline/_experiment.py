@@ -14,6 +14,7 @@ from raysum.config.resolve import ResolvedConfig
 from raysum.config.schema import FOLD_MODES
 from raysum.errors import DataError
 from raysum.experiment import Experiment, layout, write_parquet
+from raysum.pipeline._resume import input_settings, unit_settings
 from raysum.training.tracking import tracking_dir
 from raysum.pipeline._variants import (
     augment_training_part,
@@ -50,8 +51,11 @@ class ExperimentData:
 
 
 def load_experiment_data(cfg: ResolvedConfig) -> ExperimentData:
-    """Load and check train/dev/test (every problem of every file at once), sample, fold."""
-    from raysum.data import assign_folds, bundled_data, load_dataset, sample_rows
+    """Load and check train/dev/test (every problem of every file at once), sample, fold.
+
+    An fname in both train and test is a DataError; train/dev and dev/test sharing fnames
+    is a note (every later lookup is by split and fname)."""
+    from raysum.data import assign_folds, bundled_data, check_splits, load_dataset, sample_rows
 
     exp = cfg.experiment
     paths = {
@@ -59,15 +63,20 @@ def load_experiment_data(cfg: ResolvedConfig) -> ExperimentData:
         "dev": exp.dev_data or str(bundled_data("dev")),
         "test": exp.test_data or str(bundled_data("test")),
     }
-    frames, problems = {}, []
+    frames, failures = {}, []
     for split, path in paths.items():
         try:
             frames[split] = load_dataset(path, require_references=split != "test")
         except DataError as exc:
-            problems.append(str(exc))
+            failures.append(exc)
+    if len(failures) == 1:
+        raise failures[0]
+    if failures:
+        raise DataError([str(exc) for exc in failures])
+    problems, notes = check_splits({split: dict(zip(frame["fname"], frame["dialogue"]))
+                                    for split, frame in frames.items()})
     if problems:
         raise DataError(problems)
-    notes = []
     train, note = sample_rows(frames["train"], exp.max_train_samples, exp.seed)
     if note:
         notes.append(note)
@@ -108,7 +117,7 @@ def write_experiment_files(path: Path, cfg: ResolvedConfig, data: ExperimentData
     exp = Experiment(path)
     exp.write_config(cfg)
     exp.write_run_info({"command_line": command_line, "created": time.time(), "data": data.paths,
-                        "notes": data.notes, "warnings": cfg.warnings})
+                        "notes": data.notes, "warnings": cfg.warnings, "inputs": input_settings(cfg)})
     for split in layout.DATA_SPLITS:
         exp.write_input(split, getattr(data, split))
     cache = output_root(cfg) / ".augmentation"
@@ -169,6 +178,7 @@ def unit_config(path: Path, cfg: ResolvedConfig, unit: Unit, baseline: bool) -> 
         "max_failures": cfg.experiment.max_failures,
         "tracking": list(cfg.experiment.tracking),
         "tracking_dir": str(tracking_dir(path, unit.model, unit.fold_label)),
+        "settings": unit_settings(cfg, unit.model),
     }
 
 
