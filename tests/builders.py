@@ -5,11 +5,15 @@ a fake directory has exactly the layout the stages read."""
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import pandas as pd
 
 from raysum.experiment import Experiment, layout, write_json
+
+MODELS = ["tiny-bart", "tiny-llama"]
+WORDS = "사람 내일 오후 회의 약속 친구 파티 준비 여행 계획 가방 기차 음식 주문 영화 표".split()
 
 
 def write_experiment(path: Path, *, config_tree: dict, inputs: dict[str, pd.DataFrame],
@@ -38,4 +42,38 @@ def write_experiment(path: Path, *, config_tree: dict, inputs: dict[str, pd.Data
         exp.write_candidates(candidates)
     if scores is not None:
         exp.write_scores(scores)
+    return path
+
+
+def _summary(rng, reference, quality):
+    words = reference.split()
+    kept = [w if rng.random() < quality else rng.choice(WORDS) for w in words]
+    return " ".join(kept)
+
+
+def finished_experiment(path: Path) -> Path:
+    """A finished 2 models x 2 folds experiment (fake summaries of two qualities): 16 train
+    (OOF), 6 dev and 4 test dialogues, candidates, empty scores."""
+    from raysum.config.resolve import resolve
+
+    rng = random.Random(0)
+    splits = {"train": 16, "dev": 6, "test": 4}
+    frames, rows = {}, []
+    quality = {"tiny-bart": 0.85, "tiny-llama": 0.5}
+    for split, n in splits.items():
+        fnames = [f"{split}_{i}" for i in range(n)]
+        refs = [[" ".join(rng.choice(WORDS) for _ in range(8))] for _ in fnames]
+        frames[split] = pd.DataFrame({"fname": fnames, "dialogue": ["#Person1#: " + r[0] for r in refs],
+                                      "references": refs if split != "test" else [[] for _ in fnames]})
+        for i, (fname, ref) in enumerate(zip(fnames, refs)):
+            for model in MODELS:
+                folds = [i % 2] if split == "train" else [0, 1]
+                for fold in folds:
+                    rows.append({"split": "oof" if split == "train" else split, "fname": fname, "model": model,
+                                 "fold": fold, "tta": "none", "text": _summary(rng, ref[0], quality[model]),
+                                 "n_tokens": 8, "logprob": -rng.random()})
+    candidates = pd.DataFrame(rows)
+    candidates["fold"] = candidates["fold"].astype("Int64")
+    cfg = resolve({"models": MODELS, "k_folds": 2, "mode": "full", "seed": 7})
+    write_experiment(path, config_tree=cfg.tree(), inputs=frames, candidates=candidates, scores={})
     return path

@@ -349,13 +349,13 @@ def test_evaluate_keys_and_best_single_unit(experiment):
     for split in ("oof", "dev"):
         assert set(result[split]) == {"rouge1", "rouge2", "rougeL", "rouge_sum", "competition_score", "n"}
         assert result[split]["n"] == len(refs[split])
-    assert set(result["best_single"]) == {"unit", "oof", "dev"}
+    assert set(result["best_single"]) == {"unit", "oof", "dev", "chosen_by"}
     selections = result["selections"]
     assert len(selections) == len(prepared.pools)
     assert not selections.duplicated(["split", "fname"]).any()
 
     unit, oof, dev = ensemble.best_single_unit(prepared, refs)
-    assert result["best_single"] == {"unit": unit, "oof": oof, "dev": dev}
+    assert result["best_single"] == {"unit": unit, "oof": oof, "dev": dev, "chosen_by": "oof"}
     model, fold = unit.split("/fold")
     c = prepared.candidates
     rows = c[(c["split"] == "dev") & (c["model"] == model) & (c["fold"] == int(fold)) & (c["tta"] == "none")]

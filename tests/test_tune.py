@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import random
 from pathlib import Path
 
 import pandas as pd
@@ -14,12 +13,10 @@ from raysum.cli import main
 from raysum.errors import ConfigError
 from raysum.tune.space import EACH_MODEL, load_space, to_optuna, to_tune
 
-from builders import write_experiment
+from builders import MODELS, finished_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACE_FILES = sorted((ROOT / "search_spaces").glob("*.yaml"))
-MODELS = ["tiny-bart", "tiny-llama"]
-WORDS = "사람 내일 오후 회의 약속 친구 파티 준비 여행 계획 가방 기차 음식 주문 영화 표".split()
 
 
 # --------------------------------------------------------------------------- spaces
@@ -107,39 +104,10 @@ def test_missing_and_malformed_files(tmp_path):
 # --------------------------------------------------------------------------- a tiny experiment
 
 
-def _summary(rng, reference, quality):
-    words = reference.split()
-    kept = [w if rng.random() < quality else rng.choice(WORDS) for w in words]
-    return " ".join(kept)
-
-
 @pytest.fixture
 def experiment(tmp_path):
     """A finished 2 models x 2 folds experiment: 16 train (OOF) and 6 dev dialogues."""
-    from raysum.config.resolve import resolve
-
-    rng = random.Random(0)
-    path = tmp_path / "20260101_000000_experiment"
-    splits = {"train": 16, "dev": 6, "test": 4}
-    frames, rows = {}, []
-    quality = {"tiny-bart": 0.85, "tiny-llama": 0.5}
-    for split, n in splits.items():
-        fnames = [f"{split}_{i}" for i in range(n)]
-        refs = [[" ".join(rng.choice(WORDS) for _ in range(8))] for _ in fnames]
-        frames[split] = pd.DataFrame({"fname": fnames, "dialogue": ["#Person1#: " + r[0] for r in refs],
-                                      "references": refs if split != "test" else [[] for _ in fnames]})
-        for i, (fname, ref) in enumerate(zip(fnames, refs)):
-            for model in MODELS:
-                folds = [i % 2] if split == "train" else [0, 1]
-                for fold in folds:
-                    rows.append({"split": "oof" if split == "train" else split, "fname": fname, "model": model,
-                                 "fold": fold, "tta": "none", "text": _summary(rng, ref[0], quality[model]),
-                                 "n_tokens": 8, "logprob": -rng.random()})
-    candidates = pd.DataFrame(rows)
-    candidates["fold"] = candidates["fold"].astype("Int64")
-    cfg = resolve({"models": MODELS, "k_folds": 2, "mode": "full", "seed": 7})
-    write_experiment(path, config_tree=cfg.tree(), inputs=frames, candidates=candidates, scores={})
-    return path
+    return finished_experiment(tmp_path / "20260101_000000_experiment")
 
 
 def _hashes(path: Path) -> dict[str, str]:

@@ -22,7 +22,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import random
 from collections import Counter, deque
 from pathlib import Path
@@ -33,6 +32,7 @@ import pandas as pd
 from raysum.augment._registry import AUGMENT_METHODS, check_available
 from raysum.augment.back_translation import DEFAULT_TRANSLATORS, Translator
 from raysum.errors import ConfigError, DataError
+from raysum.storage import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +61,9 @@ def augment_frame(train: pd.DataFrame, methods: list[str], ratio: float, seed: i
     path = None
     if cache_dir is not None:
         path = Path(cache_dir) / f"augment-{_cache_key(train, methods, ratio, seed, settings)}.parquet"
-        if path.is_file():
-            return pd.read_parquet(path)
+        cached = _read_cache(path)
+        if cached is not None:
+            return cached
     if uses_translator and translator is None:
         if problems := check_available(methods, names):
             raise ConfigError(problems)
@@ -124,11 +125,24 @@ def _cache_key(train: pd.DataFrame, methods: list[str], ratio: float, seed: int,
     return hashlib.sha256(json.dumps(content, ensure_ascii=False).encode("utf-8")).hexdigest()[:20]
 
 
+def _read_cache(path: Path) -> pd.DataFrame | None:
+    """The cached rows; None when there are none, or when the file is damaged (made again)."""
+    if not path.is_file():
+        return None
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several kinds for a damaged file
+        log.warning("augmentation cache %s is damaged (%s); making its rows again", path, exc)
+        return None
+    if list(frame.columns) != COLUMNS:
+        log.warning("augmentation cache %s has columns %s, not %s; making its rows again", path,
+                    list(frame.columns), COLUMNS)
+        return None
+    return frame
+
+
 def _write(frame: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    frame.to_parquet(partial, index=False)
-    os.replace(partial, path)  # readers never see half a file
+    write_atomic(path, lambda temp: frame.to_parquet(temp, index=False))  # readers never see half a file
 
 
 class _Stream:

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from raysum.errors import RaysumError
+from raysum.storage import write_text_atomic
 
 STATE_FILE = "cluster.json"
 HOST = "127.0.0.1"
@@ -72,8 +73,7 @@ class LocalCluster:
                 "RAY_AUTH_TOKEN_PATH": str(Path(self.state_dir) / TOKEN_FILE)}
 
     def save(self) -> None:
-        path = Path(self.state_dir) / STATE_FILE
-        path.write_text(json.dumps(asdict(self), indent=1), encoding="utf-8")
+        write_text_atomic(Path(self.state_dir) / STATE_FILE, json.dumps(asdict(self), indent=1))
 
     @classmethod
     def load(cls, state_dir: str | Path) -> "LocalCluster":
@@ -81,9 +81,13 @@ class LocalCluster:
         if not path.is_file():
             raise RaysumError(f"no local cluster recorded in {state_dir} (no {STATE_FILE}); start one with "
                               "`raysum cluster up`")
-        data = json.loads(path.read_text(encoding="utf-8"))
-        data["nodes"] = [LocalNode(**n) for n in data["nodes"]]
-        return cls(**data)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            data["nodes"] = [LocalNode(**n) for n in data["nodes"]]
+            return cls(**data)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise RaysumError(f"{path} is damaged ({type(exc).__name__}: {exc}); stop the nodes it recorded by "
+                              f"their process ids if they still run, then delete {path}") from None
 
 
 def worker_names(count: int) -> list[str]:
@@ -126,8 +130,7 @@ def up(state_dir: str | Path, workers: int = 2, worker_cpus: float = 1, head_cpu
 def _write_token(path: Path) -> None:
     """The cluster's own token (Ray's token authentication, as `ray get-auth-token --generate`
     makes), readable by the user only: no shared ~/.ray/auth_token is created or used."""
-    path.touch(mode=0o600)
-    path.write_text(secrets.token_hex(32), encoding="utf-8")
+    write_text_atomic(path, secrets.token_hex(32))  # its temporary file is created readable by the user only
 
 
 def _start_node(cluster: LocalCluster, name: str, num_cpus: float, resources: dict, flags: list[str]) -> LocalNode:

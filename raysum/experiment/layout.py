@@ -8,6 +8,7 @@
         units/<model>/fold<k>/   (or units/<model>/full without folds)
             unit.json  metrics.jsonl  predictions.parquet  baseline.parquet  attempts.jsonl
         candidates.parquet  scores.json  submission.csv  report.md  report.html  plots/
+        submission.<YYYYMMDD-HHMMSS>.csv   (a replaced submission, kept; see kept_name)
         predictions/<file>/      (raysum predict)
         tune/                    (searches)  analysis/  (raysum analyze)
         ray/                     (Ray Train's storage, unless --storage_path)
@@ -23,6 +24,7 @@ from __future__ import annotations
 CONFIG_YAML = "config.yaml"
 CONFIG_JSON = "config.json"
 RUN_JSON = "run.json"
+LOCK_FILE = ".raysum.lock"  # who writes the experiment now (raysum.experiment.lock)
 FOLDS_CSV = "folds.csv"
 CANDIDATES = "candidates.parquet"
 SCORES = "scores.json"
@@ -32,6 +34,7 @@ REPORT_HTML = "report.html"
 PLOTS_DIR = "plots"
 INPUTS_DIR = "inputs"
 UNITS_DIR = "units"
+REPLACED_DIR = "replaced"  # replaced/<time>/<model>/<fold label>/: units a resume retrained (--retrain_changed)
 PREDICTIONS_DIR = "predictions"
 TUNE_DIR = "tune"
 ANALYSIS_DIR = "analysis"
@@ -54,6 +57,9 @@ BASELINE = "baseline.parquet"
 ATTEMPTS_JSONL = "attempts.jsonl"
 UNIT_CHECKPOINT_DIR = "checkpoint"  # the trained weights (adapters for LoRA)
 UNIT_RESUME_DIR = "resume"  # epoch checkpoints while training, removed when the unit is done
+# In each resume/checkpoint-<step>/: written once the Trainer's save of it finished; a
+# checkpoint without it (the command was killed while saving) is never resumed from.
+CHECKPOINT_SEAL = "raysum_complete.json"
 FULL_FOLD = "full"  # the fold label of a unit trained on all training data
 FOLD_PREFIX = "fold"
 
@@ -73,6 +79,9 @@ TUNE_TRAIN_RUNS_DIR = "train_runs"
 TRIALS_CSV = "trials.csv"
 BEST_CONFIG_YAML = "best_config.yaml"
 
+# A replaced file a user keeps (a submission) stays beside it as <stem>.<when it was written><suffix>.
+KEPT_STAMP = "%Y%m%d-%H%M%S"
+
 
 def fold_label(fold: int | None) -> str:
     """``fold<k>``, or ``full`` for a unit trained on all training data."""
@@ -83,3 +92,15 @@ def fold_of(label: str) -> int | None:
     """The fold number of a fold label (None for ``full`` or anything else)."""
     rest = label[len(FOLD_PREFIX):]
     return int(rest) if label.startswith(FOLD_PREFIX) and rest.isdigit() else None
+
+
+def kept_name(name: str, written: float, number: int = 1) -> str:
+    """The name a previous version of ``name`` is kept under: ``submission.20261203-101500.csv``
+    (written then, local time); ``number`` 2, 3, ... for versions written in the same second."""
+    import time
+
+    stem, dot, suffix = name.rpartition(".")
+    if not stem:
+        stem, dot, suffix = name, "", ""
+    stamp = time.strftime(KEPT_STAMP, time.localtime(written)) + (f"-{number}" if number > 1 else "")
+    return f"{stem}.{stamp}{dot}{suffix}"

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from raysum.config.schema import SHARED_FIELDS  # global flags that set the same per-model field
+from raysum.ensemble import CHOSEN_BY_TEXT, chosen_by
 from raysum.report._load import ExperimentRecord
 
 CLI = "cli"
@@ -177,14 +178,15 @@ def below_untrained_baseline(record: ExperimentRecord) -> list[str]:
 
 @register_check("ensemble_worse_than_best_single", "An ensemble is worse than its best member")
 def ensemble_worse_than_best_single(record: ExperimentRecord) -> list[str]:
-    """Compared with the best single unit as the pipeline chose it (by OOF score), on dev."""
+    """Compared with the best single unit as the pipeline chose it (by OOF score in the fold
+    modes, by dev score otherwise), on dev."""
     out = []
     for strategy, result in record.scores.get("ensembles", {}).items():
         best = result.get("best_single") or {}
         ours, theirs = _cs(result.get("dev")), _cs(best.get("dev"))
         if ours is not None and theirs is not None and ours < theirs:
             out.append(f"ensemble {strategy}: dev competition_score {ours:.2f} < {theirs:.2f} of its best single "
-                       f"unit {best.get('unit')} (chosen by OOF score)")
+                       f"unit {best.get('unit')} (chosen by {CHOSEN_BY_TEXT[chosen_by(best)]})")
     return out
 
 

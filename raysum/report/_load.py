@@ -90,9 +90,14 @@ class ExperimentRecord:
     def has_folds(self) -> bool:
         return any(u.fold is not None for u in self.units)
 
-    @property
+    @cached_property
     def experiment(self) -> Experiment:
         return Experiment(self.path)
+
+    @property
+    def notes(self) -> list[str]:
+        """What reading the files left out (a damaged run.json or unit.json, a torn metrics line)."""
+        return self.experiment.notes
 
     @cached_property
     def candidates(self) -> pd.DataFrame | None:
@@ -126,6 +131,7 @@ def load_experiment(path: str | Path) -> ExperimentRecord:
     """Read an experiment directory (config.json is required, everything else optional)."""
     exp = Experiment(Path(path).resolve())
     record = ExperimentRecord(path=exp.path, config=exp.config_tree(), run=exp.run_info(), scores=exp.scores())
+    record.experiment = exp  # one reader: its notes are the report's
     for model in record.models:
         for label in exp.unit_labels(model):
             unit = exp.unit(model, label)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from raysum.ensemble import chosen_by
 from raysum.report._checks import run_checks
 from raysum.report._load import ExperimentRecord, UnitRecord
 from raysum.report._plots import PLOTS, PLOTS_DIR, best_single_unit
@@ -75,6 +76,7 @@ def header_section(record: ExperimentRecord, findings: int) -> str:
         f"- created: {_clock(record.run.get('created'))}",
         f"- submission: {submission.get('reason', 'not written (the experiment did not finish)')}",
         f"- automatic checks: {findings} finding(s), see [Checks](#checks)",
+        *(f"- file left out: {note}" for note in record.notes),
         "",
         f"Every number below is read from this directory's files (config.json, run.json, "
         f"units/*/unit.json and metrics.jsonl, scores.json, candidates.parquet). ROUGE: Korean ROUGE F1 with "
@@ -240,8 +242,10 @@ def ensemble_section(record: ExperimentRecord) -> str:
         label = f"ensemble {strategy}" + (" (submission)" if strategy == chosen else "")
         rows.append([label, *score_cells(result.get("oof")), *score_cells(result.get("dev")),
                      ("+" if delta and delta > 0 else "") + f2(delta)])
-    lines += ["The best single unit is chosen by its OOF score (its own held-out fold); ensembles' OOF is over all "
-              "training dialogues. Δ = dev competition score minus the best single unit's.", "",
+    how = ("its OOF score (its own held-out fold); ensembles' OOF is over all training dialogues"
+           if chosen_by(best_result) == "oof" else "its dev score (no unit has out-of-fold summaries)")
+    lines += [f"The best single unit is chosen by {how}. Δ = dev competition score minus the best single unit's.",
+              "",
               table(["selection", *[f"OOF {h}" for h in SCORE_HEADER], *[f"dev {h}" for h in SCORE_HEADER],
                      "dev Δ"], rows)]
     stacking = ensembles.get("stacking", {}).get("stacking", {})
@@ -320,6 +324,6 @@ SECTIONS: list[Callable[[ExperimentRecord], str]] = [
 def render_markdown(record: ExperimentRecord, plots: list[Path] | None) -> str:
     checks = run_checks(record)
     findings = sum(len(f) for _, f in checks)
-    parts = [header_section(record, findings)] + [section(record) for section in SECTIONS]
-    parts += [plots_section(record, plots), checks_section(checks)]
-    return "\n\n".join(parts) + "\n"
+    body = [section(record) for section in SECTIONS] + [plots_section(record, plots), checks_section(checks)]
+    # The header is rendered last: it lists what reading the files left out, sections included.
+    return "\n\n".join([header_section(record, findings), *body]) + "\n"

@@ -116,7 +116,8 @@ def score_rows(record: ExperimentRecord) -> list[tuple[str, dict, str]]:
 
 
 def best_single_unit(record: ExperimentRecord) -> str | None:
-    """The best single unit as the pipeline chose it (by OOF score), from scores.json."""
+    """The best single unit as the pipeline chose it (by OOF score in the fold modes, by dev
+    score otherwise), from scores.json."""
     for result in record.scores.get("ensembles", {}).values():
         if result.get("best_single"):
             return result["best_single"]["unit"]
@@ -124,7 +125,7 @@ def best_single_unit(record: ExperimentRecord) -> str | None:
 
 
 @register_plot("dev_scores.png", "Dev ROUGE-1/2/L and competition score per unit and per ensemble strategy; "
-                                 "the best single unit (chosen by OOF score) is marked")
+                                 "the best single unit (as the pipeline chose it) is marked")
 def dev_scores_plot(record: ExperimentRecord, plt):
     import numpy as np
 

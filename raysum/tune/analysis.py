@@ -73,7 +73,15 @@ def load_trials(run: Path, objective: Objective = ENSEMBLE_OBJECTIVE) -> pd.Data
     (and epochs, the last epoch a trial reported, when its unit reports epochs)."""
     from ray.tune import ExperimentAnalysis
 
-    analysis = ExperimentAnalysis(str(run), default_metric=objective.metric, default_mode=objective.mode)
+    from raysum.tune.training_search import tune_state
+
+    tune_state(run)  # a damaged state file: an error naming it
+    try:
+        analysis = ExperimentAnalysis(str(run), default_metric=objective.metric, default_mode=objective.mode)
+    except Exception as exc:  # noqa: BLE001 - Ray raises many kinds for files it cannot read back
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise RaysumError(f"{run}: Ray Tune cannot read this search back ({type(exc).__name__}: {first}); restore "
+                          "its files from a copy or run the search again") from None
     rows = []
     for number, trial in enumerate(analysis.trials):
         result = trial.last_result or {}

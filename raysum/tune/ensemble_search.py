@@ -209,6 +209,9 @@ def search_ensemble(experiment: str | Path, space_path: str | Path, *, trials: i
     return summary
 
 
+NO_TUNE_SIGINT_HANDLER = "TUNE_DISABLE_SIGINT_HANDLER"
+
+
 def _run_tune(objective, param_space: dict, *, trials: int, seed: int, max_concurrent, storage: Path,
               name: str, trial=ensemble_trial):
     """Ray must be started (start_ray)."""
@@ -231,7 +234,17 @@ def _run_tune(objective, param_space: dict, *, trials: int, seed: int, max_concu
                                   log_to_file=False),
     )
     started = time.perf_counter()
-    results = tuner.fit()
+    # Ctrl-C ends a candidate search at once (KeyboardInterrupt: there is nothing to resume), not
+    # through Tune's graceful stop, whose partial results would be written as the search's best.
+    previous = os.environ.get(NO_TUNE_SIGINT_HANDLER)
+    os.environ[NO_TUNE_SIGINT_HANDLER] = "1"
+    try:
+        results = tuner.fit()
+    finally:
+        if previous is None:
+            os.environ.pop(NO_TUNE_SIGINT_HANDLER, None)
+        else:
+            os.environ[NO_TUNE_SIGINT_HANDLER] = previous
     return results, time.perf_counter() - started
 
 
