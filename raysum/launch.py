@@ -11,19 +11,27 @@ is deprecated) with ``TuneReportCallback`` forwarding the unit's reports to Tune
 
 Every command that starts Ray calls :func:`init_ray`: ``--ray_address`` (or
 ``RAY_ADDRESS``, as inside ``ray job submit``) joins a cluster, otherwise a local
-instance starts.
+instance starts. A local instance listens on 127.0.0.1 only, and its processes are
+recorded (:mod:`raysum.ray_processes`) so that none outlives the command, even one
+killed with SIGKILL; :func:`shutdown_ray` stops it.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
+import signal
+import sys
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from raysum.errors import ConfigError, RaysumError
 from raysum.experiment import UnitFiles
+from raysum.ray_processes import ProcessRecord
 
 # Ray Train settings for short units: poll finished workers every 0.2 s instead of 2 s,
 # skip the preemption watcher actor, and let queued units wait for resources.
@@ -35,6 +43,13 @@ TRAIN_ENV = {
 }
 CHECKPOINTS_KEPT = 1
 PLACEMENT_GROUP_KEY = "worker_placement_group"  # reported by a trial's unit (raysum.tune frees the group)
+# Ray takes the address its services listen on from this machine's IP, except where
+# clusters are off (its default on macOS and Windows): there every service, agent and
+# worker binds 127.0.0.1. The switch is read when ray imports (ray_constants) and by
+# each process Ray starts (from the environment).
+LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+_local_record: ProcessRecord | None = None  # the local instance this process started
 
 
 def _apply_train_env() -> None:
@@ -54,10 +69,82 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> dict:
     env_vars = {k: os.environ[k] for k in TRAIN_ENV}
     kwargs["runtime_env"] = {"env_vars": env_vars}
     if address or os.environ.get("RAY_ADDRESS"):
-        ray.init(address=address or os.environ["RAY_ADDRESS"], **kwargs)
+        with _keeping_sigterm_handler():
+            ray.init(address=address or os.environ["RAY_ADDRESS"], **kwargs)
     else:
-        ray.init(num_cpus=num_cpus or default_num_cpus(), include_dashboard=False, **kwargs)
+        _start_local(num_cpus=num_cpus or default_num_cpus(), include_dashboard=False, **kwargs)
     return ray.cluster_resources()
+
+
+def _start_local(**kwargs) -> None:
+    """``ray.init`` of a local instance bound to 127.0.0.1, its processes recorded."""
+    global _local_record
+    import ray
+
+    if _local_record is not None:  # an earlier instance, shut down by ray.shutdown() directly
+        _local_record.close()
+    record = ProcessRecord().start()
+    try:
+        with _loopback_only(), _keeping_sigterm_handler():
+            ray.init(**kwargs)
+    except BaseException:
+        record.close()
+        raise
+    record.settle()
+    _local_record = record
+    atexit.unregister(shutdown_ray)
+    atexit.register(shutdown_ray)  # runs before ray's own atexit shutdown (registered at import)
+
+
+def shutdown_ray() -> None:
+    """Stop Ray as this process uses it: a local instance it started ends with every process
+    it recorded (and its record); a joined cluster is disconnected from, which ends this
+    driver's tasks and actors there."""
+    global _local_record
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
+    if _local_record is not None:
+        _local_record.close()
+        _local_record = None
+
+
+@contextmanager
+def _loopback_only():
+    import ray._private.ray_constants as ray_constants
+
+    saved_env = {k: os.environ.get(k) for k in LOOPBACK_ENV}
+    saved = ray_constants.ENABLE_RAY_CLUSTER
+    os.environ.update(LOOPBACK_ENV)
+    ray_constants.ENABLE_RAY_CLUSTER = False  # ray was imported before the variable was set
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@contextmanager
+def _keeping_sigterm_handler():
+    """``ray.init`` installs SIGTERM handlers that exit at once; a handler the caller installed
+    (the raysum CLI's: stop Ray, say how to continue) is put back, and a SIGTERM that Ray's
+    handler turned into SystemExit during ``ray.init`` goes to it."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if main else None
+    try:
+        yield
+    except SystemExit:
+        if not callable(previous):
+            raise
+        signal.signal(signal.SIGTERM, previous)
+        previous(signal.SIGTERM, None)
+        raise
+    if callable(previous):
+        signal.signal(signal.SIGTERM, previous)
 
 
 def default_num_cpus() -> int:
@@ -133,7 +220,7 @@ def train_unit(config: dict) -> None:
     config = dict(config)
     config["node_id"] = ray.get_runtime_context().get_node_id()
     if ray.train.get_context().get_world_rank() == 0:
-        UnitFiles(config["unit_dir"]).record_attempt(config["node_id"], time.time())
+        UnitFiles(config["unit_dir"]).record_attempt(config["node_id"], time.time(), config.get("settings"))
     run_unit(config, report=report)
 
 
@@ -192,6 +279,7 @@ def predict_with_units(jobs: list[tuple[str, Path, object, int | None]], predict
     import pandas as pd
     import ray
 
+    from raysum.experiment.candidates import read as read_candidates
     from raysum.training import predict_unit
 
     refs = []
@@ -205,7 +293,7 @@ def predict_with_units(jobs: list[tuple[str, Path, object, int | None]], predict
                                           "predict": predict, "output_path": str(output)})))
     for _, ref in refs:
         ray.get(ref)
-    return pd.concat([pd.read_parquet(out) for out, _ in refs], ignore_index=True)
+    return pd.concat([read_candidates(out, action="run raysum predict again") for out, _ in refs], ignore_index=True)
 
 
 # --------------------------------------------------------------------------- training-search trials

@@ -228,7 +228,7 @@ def test_broken_data_is_refused_before_anything_is_written(tmp_path, capsys):
     out = tmp_path / "out"
     rc = main(["train", "--models", "tiny-bart", "--train_data", str(bad), "--output_dir", str(out)])
     err = capsys.readouterr().err
-    assert rc == 1 and "speaker tag" in err and "duplicate fname" in err and "empty summary" in err
+    assert rc == 2 and "speaker tag" in err and "duplicate fname" in err and "empty summary" in err
     assert not out.exists()
 
 
@@ -319,3 +319,24 @@ def test_tta_augmentation_and_stacking_end_to_end(tmp_path, small_data, ray_shut
     scores = json.loads((path / "scores.json").read_text())
     assert scores["submission"]["strategy"] == "stacking" and "augmentation" in scores["units"]["tiny-llama/fold0"]
     assert "cv_oof" in scores["ensembles"]["stacking"]["stacking"]
+
+
+def test_resume_refuses_a_config_edited_since_the_units_trained(experiment, capsys):
+    config_file = experiment / "config.json"
+    original = config_file.read_text()
+    before = {p: p.read_bytes() for p in experiment.rglob("*") if p.is_file() and p.name != ".raysum.lock"}
+    tree = json.loads(original)
+    tree["models"]["tiny-bart"]["epochs"]["value"] = 5.0
+    config_file.write_text(json.dumps(tree))
+    try:
+        assert main(["train", "--resume", str(experiment)]) == 2
+        err = capsys.readouterr().err
+        for fold in (0, 1):
+            assert f"unit tiny-bart/fold{fold} was trained with other settings" in err
+        assert "epochs: 1.0 -> 5.0" in err and "tiny-llama" not in err and "--retrain_changed" in err
+        after = {p: p.read_bytes() for p in experiment.rglob("*") if p.is_file() and p.name != ".raysum.lock"}
+        assert after.keys() - {config_file} == before.keys() - {config_file}
+        assert all(after[p] == before[p] for p in before if p != config_file)
+        assert not (experiment / ".raysum.lock").exists()
+    finally:
+        config_file.write_text(original)

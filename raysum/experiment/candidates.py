@@ -18,9 +18,12 @@ from raysum.errors import RaysumError
 COLUMNS = ("split", "fname", "model", "fold", "tta", "decoding", "text", "n_tokens", "logprob")
 DECODING_COLUMN = "decoding"
 DEFAULT_DECODING = "d0"
+# The data split each candidates split's dialogues come from: out-of-fold candidates are
+# the training data's. A fname is a dialogue only together with its split.
+SOURCE_SPLIT = {"oof": "train", "dev": "dev", "test": "test"}
 
 
-def normalize(frame: pd.DataFrame, source: str | Path) -> pd.DataFrame:
+def normalize(frame: pd.DataFrame, source: str | Path, action: str = "rerun the step that writes it") -> pd.DataFrame:
     """``frame`` in the schema's column order; a table from before the decoding column
     generated with the models' own settings only (``d0``). RaysumError naming ``source``
     when a column is missing."""
@@ -30,18 +33,22 @@ def normalize(frame: pd.DataFrame, source: str | Path) -> pd.DataFrame:
     missing = [c for c in COLUMNS if c not in frame.columns]
     if missing:
         raise RaysumError(f"{source}: not a raysum candidates table (missing column(s) {', '.join(missing)}; "
-                          f"expected {', '.join(COLUMNS)}); it was written by another version or damaged: "
-                          "rerun the step that writes it")
+                          f"expected {', '.join(COLUMNS)}); it was written by another version or damaged: {action}")
     frame = frame[list(COLUMNS)]
-    frame["fold"] = frame["fold"].astype("Int64")
+    try:
+        frame["fold"] = frame["fold"].astype("Int64")
+    except (TypeError, ValueError) as exc:
+        raise RaysumError(f"{source}: column fold holds something other than fold numbers ({exc}); it was "
+                          f"written by another version or damaged: {action}") from None
     return frame
 
 
-def read(path: str | Path) -> pd.DataFrame:
-    """A candidates (or unit predictions) table from Parquet, checked against the schema."""
+def read(path: str | Path, action: str = "rerun the step that writes it") -> pd.DataFrame:
+    """A candidates (or unit predictions) table from Parquet, checked against the schema;
+    a damaged one is an error naming it with ``action`` (what makes it again)."""
     try:
         frame = pd.read_parquet(path)
     except Exception as exc:  # noqa: BLE001 - pyarrow raises several kinds for a damaged file
-        raise RaysumError(f"{path}: cannot be read as a candidates table ({exc}); rerun the step that writes it") \
-            from exc
-    return normalize(frame, path)
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise RaysumError(f"{path}: cannot be read as a candidates table ({first}); {action}") from exc
+    return normalize(frame, path, action)

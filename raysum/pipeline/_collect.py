@@ -49,12 +49,16 @@ def _score(rows: pd.DataFrame, refs: dict[str, list[str]]) -> dict | None:
     return {k: result[k] for k in KEYS}
 
 
-def score_experiment(path: Path, cfg: ResolvedConfig, units: list[Unit], candidates: pd.DataFrame) -> dict:
+def score_experiment(path: Path, cfg: ResolvedConfig, units: list[Unit], candidates: pd.DataFrame,
+                     notes: list[str] | None = None) -> dict:
     """Per unit: OOF, dev (and test where it has references); per model: all folds' OOF
     together, and the untrained model's dev score; all with the models' own decoding
     settings (d0). Units with extra decoding settings get `decodings`: each label's
-    settings and OOF/dev scores. Written to `scores.json`."""
+    settings and OOF/dev scores. Written to `scores.json`. What was left out (a damaged
+    baseline) goes into `notes`."""
     exp = Experiment(path)
+    if notes is not None:
+        exp.notes = notes
     refs = exp.references()
     plain = default_decoding(candidates[candidates["tta"] == "none"])
     scores: dict = {"tokenizer": "kiwi", "units": {}, "models": {}}
@@ -152,21 +156,25 @@ def run_ensembles(path: Path, cfg: ResolvedConfig, candidates: pd.DataFrame, sco
     return selections
 
 
-def write_submission(path: Path, cfg: ResolvedConfig, candidates: pd.DataFrame, scores: dict) -> str:
-    """submission.csv from the configured ensemble's test selections."""
+def write_submission(path: Path, cfg: ResolvedConfig, candidates: pd.DataFrame, scores: dict,
+                     force: bool = False) -> tuple[str, Path | None]:
+    """submission.csv from the configured ensemble's test selections: why it was chosen, and
+    where a previous, different submission was kept (None: none, or ``force``)."""
+    from raysum.ensemble import CHOSEN_BY_TEXT, chosen_by
+
     exp = Experiment(path)
     selections = run_ensembles(path, cfg, candidates, scores)
     test = exp.read_input("test")
     strategy = scores["ensemble_strategy"]
     submission = _selection_frame(selections, test["fname"].tolist(), strategy)
-    exp.write_submission(submission)
+    kept = exp.write_submission(submission, force=force)
     result = scores["ensembles"][strategy]
     best = result["best_single"]
     why = (f"ensemble {strategy}: dev competition_score {result['dev']['competition_score']:.2f} vs best single unit "
-           f"{best['unit']} (chosen by out-of-fold score) {best['dev']['competition_score']:.2f}")
+           f"{best['unit']} (chosen by {CHOSEN_BY_TEXT[chosen_by(best)]}) {best['dev']['competition_score']:.2f}")
     scores["submission"] = {"strategy": strategy, "reason": why}
     exp.write_scores(scores)
-    return why
+    return why, kept
 
 
 def _selection_frame(selections: pd.DataFrame, fnames: list[str], strategy: str) -> pd.DataFrame:
@@ -179,8 +187,9 @@ def _selection_frame(selections: pd.DataFrame, fnames: list[str], strategy: str)
 
 
 def predict_new_file(path: Path, test_file: str, output: str | None, ray_address: str | None,
-                     console: Console) -> Path:
-    """Every trained unit generates for `test_file`; the submission uses the experiment's chosen unit."""
+                     console: Console, force: bool = False) -> Path:
+    """Every trained unit generates for `test_file`; the submission uses the experiment's chosen
+    unit. A previous, different submission at the target is kept beside it unless `force`."""
     from raysum.data import load_dataset
     from raysum.launch import init_ray, predict_with_units
     from raysum.pipeline._experiment import plan_units
@@ -214,9 +223,11 @@ def predict_new_file(path: Path, test_file: str, output: str | None, ray_address
     selections = _select_for_new_file(exp, cfg, candidates, test, scores["ensemble_strategy"])
     submission = _selection_frame(selections, test["fname"].tolist(), scores["ensemble_strategy"])
     target = Path(output) if output else out_dir / layout.SUBMISSION
-    exp.write_submission(submission, target)
+    kept = exp.write_submission(submission, target, force=force)
     console.print(f"[bold green]submission[/] {target}: {len(submission)} summaries, "
                   f"ensemble {scores['ensemble_strategy']} of {len(units)} unit(s)")
+    if kept:
+        console.print(f"the previous {target.name} is kept as {kept} (--force replaces it without keeping)")
     return target
 
 
@@ -231,7 +242,8 @@ def _select_for_new_file(exp: Experiment, cfg: ResolvedConfig, candidates: pd.Da
                          strategy: str) -> pd.DataFrame:
     from raysum.ensemble import prepare, select
 
-    dialogues = {**exp.dialogues(), **dict(zip(test["fname"], test["dialogue"]))}
+    # The new file is this run's test split; its fnames may also name training dialogues.
+    dialogues = {**exp.dialogues(), "test": dict(zip(test["fname"], test["dialogue"]))}
     prepared = prepare(candidates, dialogues)
     weights = ensemble_weights(cfg) if strategy == "weighted_avg" else None
     return select(prepared, strategy, weights=weights, references=exp.references()["oof"], seed=cfg.experiment.seed)

@@ -10,6 +10,7 @@ from rich.live import Live
 from rich.table import Table
 
 from raysum.experiment import Experiment, UnitFiles
+from raysum.launch import shutdown_ray
 
 POLL_S = 0.5
 
@@ -53,18 +54,22 @@ def watch_units(runs: list, names: list[str], exp_dir: Path, console: Console) -
     pending = {run.ref: run for run in runs}
     finished: dict[str, str | None] = {}
     started = time.time()
-    with Live(_table(names, exp_dir, finished, started), console=console, refresh_per_second=2,
-              transient=not console.is_terminal) as live:
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_S)
-            for ref in ready:
-                run = pending.pop(ref)
-                try:
-                    ray.get(ref)
-                    finished[run.name] = None
-                except Exception as exc:  # noqa: BLE001 - any unit failure is reported, not raised
-                    finished[run.name] = _short_error(exc)
-            live.update(_table(names, exp_dir, finished, started))
+    try:
+        with Live(_table(names, exp_dir, finished, started), console=console, refresh_per_second=2,
+                  transient=not console.is_terminal) as live:
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_S)
+                for ref in ready:
+                    run = pending.pop(ref)
+                    try:
+                        ray.get(ref)
+                        finished[run.name] = None
+                    except Exception as exc:  # noqa: BLE001 - any unit failure is reported, not raised
+                        finished[run.name] = _short_error(exc)
+                live.update(_table(names, exp_dir, finished, started))
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the units stop before the experiment directory is let go
+        shutdown_ray()
+        raise
     if not console.is_terminal:
         console.print(_table(names, exp_dir, finished, started))
     return {name: err for name, err in finished.items() if err}

@@ -10,6 +10,10 @@ import pandas as pd
 
 from raysum.config.resolve import ResolvedConfig
 from raysum.experiment import Experiment, layout, write_parquet
+from raysum.experiment.candidates import SOURCE_SPLIT
+
+# Data split -> the candidates split its summaries get (train: out-of-fold).
+_CANDIDATE_SPLIT = {data: candidates for candidates, data in SOURCE_SPLIT.items()}
 
 
 def augment_training_part(train: pd.DataFrame, cfg: ResolvedConfig, cache_dir: Path) -> tuple[pd.DataFrame, dict]:
@@ -39,7 +43,8 @@ def tta_variant_names(cfg: ResolvedConfig) -> list[str]:
 def write_tta_inputs(experiment: Experiment, cfg: ResolvedConfig, frames: dict[str, pd.DataFrame],
                      folder: Path | None = None) -> None:
     """One parquet (fname, dialogue) per split and variant, `inputs/tta/<split>_<variant>.parquet`,
-    and every variant's label map (`folder`: a prediction's own inputs instead of inputs/)."""
+    and every variant's label map by candidates split and fname (`folder`: a prediction's own
+    inputs instead of inputs/)."""
     settings = cfg.experiment
     if not settings.use_tta:
         return
@@ -54,7 +59,8 @@ def write_tta_inputs(experiment: Experiment, cfg: ResolvedConfig, frames: dict[s
                 for i, (text, label_map) in enumerate(variants):
                     name = f"{strategy}_{i + 1}"
                     per_variant.setdefault(name, []).append(text)
-                    maps.append({"fname": str(fname), "tta": name, "label_map": json.dumps(label_map)})
+                    maps.append({"split": _CANDIDATE_SPLIT[split], "fname": str(fname), "tta": name,
+                                 "label_map": json.dumps(label_map)})
         for name, texts in per_variant.items():
             write_parquet(experiment.tta_input(split, name, folder),
                           pd.DataFrame({"fname": frame["fname"].astype(str), "dialogue": texts}))
@@ -64,7 +70,7 @@ def write_tta_inputs(experiment: Experiment, cfg: ResolvedConfig, frames: dict[s
 def write_fold_tta_inputs(exp: Experiment, cfg: ResolvedConfig, fold: int, heldout_fnames: list[str]) -> None:
     """A fold's out-of-fold variants: the training set's variants of its held-out dialogues."""
     for name in tta_variant_names(cfg):
-        variants = pd.read_parquet(exp.tta_input("train", name))
+        variants = exp.read_table(exp.tta_input("train", name), required=("fname", "dialogue"))
         write_parquet(exp.tta_input(layout.fold_label(fold), name),
                       variants[variants["fname"].isin(set(heldout_fnames))])
 
@@ -87,8 +93,11 @@ def map_back_labels(candidates: pd.DataFrame, label_maps: pd.DataFrame) -> pd.Da
         return candidates
     from raysum.tta import map_back
 
-    lookup = {(f, t): json.loads(m) for f, t, m in zip(label_maps["fname"], label_maps["tta"], label_maps["label_map"])}
+    # An fname names a dialogue within its split only; label maps from before the split
+    # column are looked up by fname.
+    key = ["split", "fname", "tta"] if "split" in label_maps.columns else ["fname", "tta"]
+    lookup = {k: json.loads(m) for k, m in zip(zip(*(label_maps[c] for c in key)), label_maps["label_map"])}
     out = candidates.copy()
-    out["text"] = [text if tta == "none" or not lookup.get((fname, tta)) else map_back(text, lookup[(fname, tta)])
-                   for fname, tta, text in zip(out["fname"], out["tta"], out["text"])]
+    out["text"] = [text if tta == "none" or not lookup.get(k) else map_back(text, lookup[k])
+                   for k, tta, text in zip(zip(*(out[c] for c in key)), out["tta"], out["text"])]
     return out

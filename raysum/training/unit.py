@@ -8,7 +8,8 @@ Everything goes into `unit_dir`:
     metrics.jsonl        one row per logging step and per epoch evaluation
     predictions.parquet  split, fname, model, fold, tta, decoding, text, n_tokens, logprob
     unit.json            the summary; status "done" makes a rerun return it without training
-    resume/              the last two epoch checkpoints while training (deleted when done)
+    resume/              the last two epoch checkpoints while training, each sealed once its save
+                         finished (only a sealed one is resumed from; deleted when done)
 
 The HF `Trainer` runs the loop: it brings DeepSpeed, DDP under Ray Train, gradient
 accumulation with correctly normalised losses, AMP and exact resume (optimizer, scheduler,
@@ -29,8 +30,8 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from raysum.config.schema import ModelSettings, model_settings_from_dict
-from raysum.errors import ConfigError, DataError
-from raysum.experiment import UnitFiles, layout, read_jsonl, write_parquet
+from raysum.errors import ConfigError, DataError, RaysumError
+from raysum.experiment import UnitFiles, layout, read_jsonl, read_parquet, settings_hash, write_parquet
 from raysum.experiment.candidates import COLUMNS as PREDICTION_COLUMNS
 from raysum.generation.decodings import DEFAULT as DEFAULT_DECODING
 from raysum.storage import write_text_atomic
@@ -61,11 +62,13 @@ class UnitConfig:
     # {"references": parquet of fname, references; "tokenizer": kiwi|whitespace}: after each
     # epoch's evaluation the eval part is summarised and scored (a Tune search's dev_score).
     epoch_score: Optional[dict] = None
+    # The settings that shape this unit (recorded in unit.json; a resume compares them).
+    settings: Optional[dict] = None
 
     @classmethod
     def from_dict(cls, config: dict) -> "UnitConfig":
         known = {"unit_dir", "model", "train_path", "seed", "fold", "eval_path", "predict", "tokenizer_cache", "resume",
-                 "baseline_splits", "node_id", "max_failures", "tracking", "tracking_dir", "epoch_score"}
+                 "baseline_splits", "node_id", "max_failures", "tracking", "tracking_dir", "epoch_score", "settings"}
         problems = [f"unknown unit setting {k!r}" for k in config if k not in known]
         problems += [f"unit setting {k!r} is required" for k in ("unit_dir", "model", "train_path") if k not in config]
         if problems:
@@ -202,7 +205,7 @@ def build_trainer(unit: UnitConfig, model, tokenizer, train_set, eval_set, preci
     from transformers.trainer_callback import PrinterCallback
 
     from raysum.training.arguments import build_training_arguments
-    from raysum.training.callbacks import EpochReport, EpochScore, MetricsLog
+    from raysum.training.callbacks import CheckpointSeal, EpochReport, EpochScore, MetricsLog
     from raysum.training.collators import make_collator
     from raysum.training.tracking import tracking_callbacks
 
@@ -211,7 +214,8 @@ def build_trainer(unit: UnitConfig, model, tokenizer, train_set, eval_set, preci
     args = build_training_arguments(settings, unit.resume_dir, num_examples=len(train_set), has_eval=eval_set is not None,
                                     precision=precision, cuda=cuda, seed=unit.seed, world_size=world_size,
                                     run_name=unit.name)
-    callbacks = [MetricsLog(unit.metrics_path, settings.batch_size * settings.gradient_accumulation_steps * world_size)]
+    callbacks = [MetricsLog(unit.metrics_path, settings.batch_size * settings.gradient_accumulation_steps * world_size),
+                 CheckpointSeal()]
     callbacks += tracking_callbacks(unit.tracking, unit.tracking_dir, unit.name)
     if unit.epoch_score and eval_set is not None:
         callbacks.append(EpochScore(lambda model: score_eval_part(model, tokenizer, unit)))
@@ -231,9 +235,7 @@ def use_packing(settings, cuda: bool) -> bool:
 
 
 def read_table(path: str, columns: tuple[str, ...]):
-    import pandas as pd
-
-    frame = pd.read_parquet(path)
+    frame = read_parquet(Path(path))
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise DataError([f"missing column(s) {', '.join(missing)}"], path=str(path))
@@ -247,9 +249,11 @@ def read_table(path: str, columns: tuple[str, ...]):
 def generate_baseline(run: UnitRun) -> None:
     """Summaries of the model before training (`baseline_splits`, e.g. dev) into
     baseline.parquet: the "untrained" score each trained unit is compared with."""
-    unit = run.unit
-    if not unit.baseline_splits or unit.baseline_path.is_file() or not run.trainer.is_world_process_zero():
+    unit, files = run.unit, run.unit.files
+    if not unit.baseline_splits or not run.trainer.is_world_process_zero() or files.baseline() is not None:
         return
+    for note in files.notes:  # a damaged baseline.parquet: made again here
+        print(f"note: {note}; generating it again", flush=True)
     with _generating(run.trainer.model) as model:
         frame, _ = _predict_splits(model, run.tokenizer, unit, {s: unit.predict[s] for s in unit.baseline_splits
                                                                  if s in unit.predict})
@@ -258,11 +262,9 @@ def generate_baseline(run: UnitRun) -> None:
 
 def score_eval_part(model, tokenizer, unit: UnitConfig) -> float:
     """competition_score of the model's summaries of the eval part (mid-training, main process)."""
-    import pandas as pd
-
     from raysum.metrics import score
 
-    refs = pd.read_parquet(unit.epoch_score["references"], columns=["fname", "references"])
+    refs = read_parquet(Path(unit.epoch_score["references"]), ["fname", "references"])
     by_name = {str(f): list(r) for f, r in zip(refs["fname"], refs["references"]) if len(r)}
     with _generating(model) as model:
         frame, _ = _predict_splits(model, tokenizer, unit, {"eval": unit.eval_path})
@@ -306,11 +308,15 @@ def train(run: UnitRun) -> dict:
 
 
 def last_complete_checkpoint(resume_dir: Path, remove_others: bool = False) -> str | None:
-    """The newest epoch checkpoint whose save finished: the Trainer writes trainer_state.json
-    last, so a unit killed while saving leaves a directory without it (removed here by the
-    main process: resuming from it fails and the Trainer's rotation would count it)."""
+    """The newest epoch checkpoint whose save finished, i.e. that CheckpointSeal sealed after
+    the Trainer's save returned. A unit killed while saving leaves a directory without the
+    seal, possibly with a torn trainer_state.json (the Trainer writes it in place): removed
+    here by the main process, since resuming from it fails and the Trainer's rotation
+    would count it."""
+    from raysum.training.callbacks import is_sealed
+
     checkpoints = [p for p in resume_dir.glob("checkpoint-*") if p.is_dir() and p.name.rsplit("-", 1)[-1].isdigit()]
-    complete = [p for p in checkpoints if (p / "trainer_state.json").is_file()]
+    complete = [p for p in checkpoints if is_sealed(p)]
     if remove_others:
         for partial in set(checkpoints) - set(complete):
             shutil.rmtree(partial, ignore_errors=True)
@@ -325,7 +331,10 @@ def _drop_metrics_after(path: Path, step: int) -> None:
     """Rows logged after the checkpoint we resume from are logged again."""
     if not path.is_file():
         return
-    rows = [row for row in read_jsonl(path) if row["step"] <= step]
+    notes: list[str] = []
+    rows = [row for row in read_jsonl(path, notes) if isinstance(row.get("step"), (int, float)) and row["step"] <= step]
+    for note in notes:
+        print(f"note: {note}", flush=True)
     write_text_atomic(path, "".join(json.dumps(row) + "\n" for row in rows))
 
 
@@ -413,7 +422,7 @@ def predict_unit(config: dict) -> str:
     settings = settings if isinstance(settings, ModelSettings) else model_settings_from_dict(settings)
     unit = UnitConfig(unit_dir=Path(config["unit_dir"]), model=settings, train_path="", fold=config.get("fold"))
     if read_finished_unit(unit.unit_dir) is None:
-        raise DataError(f"unit {unit.unit_dir} is not finished: no checkpoint to predict with")
+        raise RaysumError(f"unit {unit.unit_dir} is not finished: no checkpoint to predict with")
     model, tokenizer = load_trained_model(settings, unit.checkpoint_dir,
                                           device="cuda" if torch.cuda.is_available() else "cpu")
     model.config.use_cache = True
@@ -483,6 +492,7 @@ def finish(run: UnitRun, train_stats: dict, predictions, timing: dict, started_a
         "predictions": {split: int(n) for split, n in predictions.groupby("split", sort=False).size().items()},
         "checkpoint": layout.UNIT_CHECKPOINT_DIR,
         "node_id": unit.node_id,
+        **({"settings": unit.settings, "settings_hash": settings_hash(unit.settings)} if unit.settings else {}),
         "started_at": started_at,
         "finished_at": time.time(),
     }
