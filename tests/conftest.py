@@ -3,6 +3,7 @@ shut down after each use."""
 
 from __future__ import annotations
 
+import os
 import sys
 from contextlib import contextmanager
 
@@ -10,6 +11,14 @@ import pandas as pd
 import pytest
 
 from raysum.data import bundled_data
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _raysum_state_dir(tmp_path_factory):
+    """Records of the local Ray instances started in-process go to a temporary directory, not ~/.cache/raysum."""
+    if "RAYSUM_STATE_DIR" not in os.environ:
+        os.environ["RAYSUM_STATE_DIR"] = str(tmp_path_factory.mktemp("raysum_state"))
+    yield
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""Trainer callbacks: the unit's metrics.jsonl and per-epoch reports (Ray Train / Tune)."""
+"""Trainer callbacks: the unit's metrics.jsonl, per-epoch reports (Ray Train / Tune) and the
+seal that marks an epoch checkpoint complete."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ from pathlib import Path
 from typing import Callable
 
 from transformers import TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from raysum.experiment import layout
+from raysum.storage import write_text_atomic
 
 
 class MetricsLog(TrainerCallback):
@@ -83,6 +88,34 @@ class EpochReport(TrainerCallback):
                    "train_loss": losses[-1] if losses else None}
         metrics.update(extra)
         return metrics
+
+
+class CheckpointSeal(TrainerCallback):
+    """Seals each epoch checkpoint once the Trainer's save of it returned (weights,
+    optimizer, scheduler, every rank's RNG state, trainer_state.json): a unit killed while
+    saving (Ctrl-C, SIGTERM, SIGKILL, a lost node) leaves a checkpoint without the seal,
+    which a resume passes over (:func:`is_sealed`)."""
+
+    def on_save(self, args, state, control, **kwargs):
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.barrier()  # the other ranks' RNG states are written too
+        if args.should_save:
+            seal(Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}", state.global_step)
+
+
+def seal(checkpoint: Path, step: int) -> None:
+    write_text_atomic(checkpoint / layout.CHECKPOINT_SEAL, json.dumps({"step": step}))
+
+
+def is_sealed(checkpoint: Path) -> bool:
+    """Whether ``checkpoint`` (``checkpoint-<step>``) was sealed after a complete save of that step."""
+    try:
+        step = json.loads((checkpoint / layout.CHECKPOINT_SEAL).read_text(encoding="utf-8"))["step"]
+        return str(step) == checkpoint.name.rsplit("-", 1)[-1]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 def _round(epoch):
