@@ -18,6 +18,7 @@ import pytest
 
 from raysum.cluster import LocalCluster, down, stop_node, up
 from raysum.cluster.local import group_pids
+from raysum.training.callbacks import is_sealed
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -120,7 +121,7 @@ def test_killed_worker_node_units_resume_on_the_survivor(cluster, small_data, tm
     while victim is None and time.time() < deadline:
         for unit_dir in out.glob("*/units/tiny-bart/fold*"):
             on_b = [a for a in _attempts(unit_dir) if a["node_id"] == node_b.node_id]
-            saved = [c for c in (unit_dir / "resume").glob("checkpoint-*") if (c / "trainer_state.json").is_file()]
+            saved = [c for c in (unit_dir / "resume").glob("checkpoint-*") if is_sealed(c)]
             if on_b and len(saved) == 1 and not (unit_dir / "unit.json").exists():
                 victim = unit_dir
         if victim is None and time.time() > status_due:
@@ -129,7 +130,7 @@ def test_killed_worker_node_units_resume_on_the_survivor(cluster, small_data, tm
         time.sleep(0.1)
     assert victim is not None, "no unit on node_b reached an epoch checkpoint:\n" + _job_logs(cluster, job)
     checkpoint_step = max(int(p.name.rsplit("-", 1)[1]) for p in (victim / "resume").glob("checkpoint-*")
-                          if (p / "trainer_state.json").is_file())
+                          if is_sealed(p))
     stop_node(node_b, kill=True)
     assert group_pids(node_b.pid) == []
 

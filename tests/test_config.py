@@ -168,9 +168,7 @@ def test_seed_command_lines_parse_completely(command):
 
 
 def test_unknown_flag_is_an_error(capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(["train", "--gradient_accum", "1", "--bogus"])
-    assert exc.value.code == 2
+    assert main(["train", "--gradient_accum", "1", "--bogus"]) == 2
     assert "unrecognized arguments" in capsys.readouterr().err
 
 
@@ -214,3 +212,33 @@ def test_model_names_with_dots_survive_set_tree_and_yaml(tmp_path, capsys):
     file = tmp_path / "config.yaml"
     file.write_text(cfg.to_yaml())
     assert validate(resolve(config_file=file)).models[name] == cfg.models[name]
+
+
+def test_every_number_in_the_schema_declares_its_range():
+    import typing
+    from dataclasses import fields
+
+    from raysum.config.schema import ExperimentConfig, LoraSettings, ModelSettings, ResourceSettings, field_bounds
+
+    unbounded = []
+    for cls in (ExperimentConfig, ModelSettings, LoraSettings, ResourceSettings):
+        hints, bounds = typing.get_type_hints(cls), field_bounds(cls)
+        for f in fields(cls):
+            text = str(hints[f.name])
+            if any(t in text for t in ("int", "float")) and "dict" not in text and f.name not in bounds:
+                unbounded.append(f"{cls.__name__}.{f.name}")
+    assert unbounded == []
+
+
+def test_negative_numbers_are_values_and_ranges_are_named(capsys):
+    for value in ("-1e-4", "-.5", "-3", "-inf"):
+        assert main(["config", "show", "--learning_rate", value]) == 2
+        err = capsys.readouterr().err
+        assert "expected one argument" not in err
+        assert "learning_rate must be" in err, (value, err)
+
+
+def test_trust_remote_code_warns_with_the_checkpoint(capsys):
+    assert main(["config", "show", "--models", "tiny-bart", "--set", "models.tiny-bart.trust_remote_code=true"]) == 0
+    err = capsys.readouterr().err
+    assert "trust_remote_code is on" in err and "tiny-bart" in err

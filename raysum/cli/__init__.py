@@ -12,8 +12,10 @@ from rich.console import Console
 from raysum.cli._args import (
     Parser, add_search_flags, add_train_flags, given_decoding_space, given_settings, number,
 )
+from raysum.cli._interrupts import Interrupts
 from raysum.config.schema import Bounds
-from raysum.errors import ConfigError, RaysumError
+from raysum.errors import ConfigError, Interrupted, RaysumError
+from raysum.ray_processes import end_leftovers
 
 __all__ = ["main", "build_parser"]
 
@@ -31,6 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_flags(train)
     train.add_argument("--resume", default=None, metavar="DIR",
                        help="continue an experiment directory: finished units are reused")
+    train.add_argument("--retrain_changed", action="store_true",
+                       help="with --resume: train again the units whose recorded settings differ from the "
+                            "experiment's config.json (their previous files are kept under DIR/replaced/)")
+    train.add_argument("--force", action="store_true",
+                       help="with --resume: replace DIR/submission.csv without keeping the previous one "
+                            "(default: kept as submission.<YYYYMMDD-HHMMSS>.csv beside it)")
     add_search_flags(train)
     train.set_defaults(func=_cmd_train)
 
@@ -67,8 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     predict = sub.add_parser("predict", help="generate a submission for a new file with a trained experiment")
     predict.add_argument("--experiment", required=True, metavar="DIR")
     predict.add_argument("--test_data", required=True, metavar="FILE")
-    predict.add_argument("--output", default=None, metavar="FILE", help="default: DIR/predictions/<file stem>.csv")
+    predict.add_argument("--output", default=None, metavar="FILE", help="default: DIR/predictions/<file stem>/submission.csv")
     predict.add_argument("--ray_address", default=None)
+    predict.add_argument("--force", action="store_true",
+                         help="replace the output file without keeping the previous one (default: kept beside it "
+                              "as <name>.<YYYYMMDD-HHMMSS>.csv)")
     predict.set_defaults(func=_cmd_predict)
 
     tune = sub.add_parser(
@@ -175,8 +186,13 @@ def _cmd_train(ns: argparse.Namespace) -> int:
             refuse_resume_settings(path, settings, ns.config, ns.set)
             resume_training_search(path, console)
             return 0
-        resume_experiment(path, settings, ns.config, ns.set, console=console, after=_write_report)
+        resume_experiment(path, settings, ns.config, ns.set, console=console, after=_write_report,
+                          retrain_changed=ns.retrain_changed, force=ns.force)
         return 0
+    if ns.retrain_changed:
+        raise ConfigError("--retrain_changed applies to --resume DIR (units of an existing experiment)")
+    if ns.force:
+        raise ConfigError("--force applies to --resume DIR (a new experiment replaces no submission)")
     cfg = resolve_from_args(ns)
     if cfg.experiment.mode == "optuna":
         if ns.space is None:
@@ -197,13 +213,17 @@ def _cmd_data_check(ns: argparse.Namespace) -> int:
 
     check = check_dataset(ns.path)
     print_check(check, ns.path, console)
-    return 0 if check.ok else 1
+    return 0 if check.ok else 2  # bad data, like every data error
 
 
 def _cmd_score(ns: argparse.Namespace) -> int:
+    from rich.markup import escape
+
     from raysum.scoring import score_files
 
     result = score_files(ns.predictions, ns.references, tokenizer=ns.tokenizer)
+    for warning in result["warnings"]:  # stderr, so that --json output stays one JSON object
+        err_console.print(f"[yellow]warning:[/] {escape(warning)}")
     if ns.json:
         print(json.dumps(result, ensure_ascii=False))
     else:
@@ -242,7 +262,8 @@ def _cmd_ensemble(ns: argparse.Namespace) -> int:
 def _cmd_predict(ns: argparse.Namespace) -> int:
     from raysum.pipeline import predict_experiment
 
-    predict_experiment(ns.experiment, ns.test_data, ns.output, ray_address=ns.ray_address, console=console)
+    predict_experiment(ns.experiment, ns.test_data, ns.output, ray_address=ns.ray_address, console=console,
+                       force=ns.force)
     return 0
 
 
@@ -326,8 +347,6 @@ def _print_training_search(result: dict, as_json: bool) -> int:
 
 
 def _cmd_tune_candidates(ns: argparse.Namespace, given: set[str]) -> int:
-    from raysum.tune.space import load_space
-
     _refuse_flags(given, CANDIDATE_SEARCH_FLAGS,
                   f"{ns.space} searches a finished experiment's cached candidates (--experiment DIR); training "
                   "settings, --config/--set, --scheduler and --metric belong to a training search")
@@ -337,6 +356,20 @@ def _cmd_tune_candidates(ns: argparse.Namespace, given: set[str]) -> int:
     options = dict(trials=50 if ns.trials is None else ns.trials, seed=getattr(ns, "seed", None),
                    num_cpus=getattr(ns, "num_cpus", None), max_concurrent=ns.max_concurrent, tokenizer=ns.tokenizer,
                    ray_address=getattr(ns, "ray_address", None), console=None if ns.json else console)
+    from raysum.experiment.lock import ExperimentLock
+
+    with ExperimentLock(ns.experiment, "tune"):
+        result = _search_candidates(ns, options)
+    if ns.json:
+        print(json.dumps(result, ensure_ascii=False, default=str))
+        return 0
+    _print_candidate_search(result)
+    return 0
+
+
+def _search_candidates(ns: argparse.Namespace, options: dict) -> dict:
+    from raysum.tune.space import load_space
+
     if load_space(ns.space).space == "decoding":
         from raysum.tune.decoding_search import search_decoding
 
@@ -347,9 +380,10 @@ def _cmd_tune_candidates(ns: argparse.Namespace, given: set[str]) -> int:
         from raysum.tune.ensemble_search import search_ensemble
 
         result = search_ensemble(ns.experiment, ns.space, **options)
-    if ns.json:
-        print(json.dumps(result, ensure_ascii=False, default=str))
-        return 0
+    return result
+
+
+def _print_candidate_search(result: dict) -> None:
     best = result["best"]
     weights = ", ".join(f"{m}={w:.3f}" for m, w in (best["weights"] or {}).items())
     console.print(f"best of {result['trials']} trial(s): {best['strategy']}" + (f" ({weights})" if weights else ""))
@@ -362,7 +396,6 @@ def _cmd_tune_candidates(ns: argparse.Namespace, given: set[str]) -> int:
             console.print(f"  {label}: competition_score {s['competition_score']:.2f}")
     console.print(f"{result['timing']['trials_per_minute']} trials/minute; wrote {result['tune_run']} and "
                   f"{result['best_file']}")
-    return 0
 
 
 def _check_ranges(ns: argparse.Namespace, names: tuple[str, ...]) -> None:
@@ -383,7 +416,10 @@ SEARCHES = {"training": _cmd_tune_training, "ensemble": _cmd_tune_candidates, "d
 def _cmd_analyze(ns: argparse.Namespace) -> int:
     from raysum.tune.analysis import analyze
 
-    analyze(ns.path, console)
+    from raysum.experiment.lock import ExperimentLock
+
+    with ExperimentLock(ns.path, "analyze"):
+        analyze(ns.path, console)
     return 0
 
 
@@ -406,7 +442,10 @@ def _cmd_cluster(ns: argparse.Namespace) -> int:
 def _cmd_report(ns: argparse.Namespace) -> int:
     from raysum.report import write_report
 
-    files = write_report(ns.path, plots=True, formats=tuple(ns.format))
+    from raysum.experiment.lock import ExperimentLock
+
+    with ExperimentLock(ns.path, "report"):
+        files = write_report(ns.path, plots=True, formats=tuple(ns.format))
     plots = [f for f in files if f.suffix == ".png"]
     console.print(f"wrote {len(plots)} plots in {plots[0].parent if plots else '-'}; "
                   + ", ".join(str(f) for f in files if f.suffix != ".png"))
@@ -434,13 +473,24 @@ def check_paths(ns: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    ns = parser.parse_args(argv)
     try:
-        check_paths(ns)
-        return ns.func(ns)
-    except RaysumError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
-        return exc.exit_code
+        ns = parser.parse_args(argv)
+    except SystemExit as exc:  # a usage error (exit 2, printed by argparse) or --help (0)
+        return exc.code if isinstance(exc.code, int) else 2
+    interrupts = Interrupts()
+    with interrupts.handlers():
+        try:
+            for note in end_leftovers():  # the local Ray of a command that was killed (SIGKILL)
+                err_console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
+            check_paths(ns)
+            return ns.func(ns)
+        except Interrupted as exc:  # a search that stopped itself on Ctrl-C, its state saved
+            return interrupts.stop(err_console, str(exc))
+        except RaysumError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+            return exc.exit_code
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (raysum.errors.Terminated)
+            return interrupts.stop(err_console)
 
 
 if __name__ == "__main__":

@@ -96,7 +96,7 @@ def add_search_flags(parser: argparse.ArgumentParser, *, required_space: bool = 
     group = parser.add_argument_group("search (raysum tune; raysum train --mode optuna)")
     group.add_argument("--space", required=required_space, default=None, metavar="FILE",
                        help="search space YAML (search_spaces/training.yaml, ensemble.yaml, decoding.yaml)")
-    group.add_argument("--trials", type=number(int, Bounds(1)), default=None, metavar="N",
+    group.add_argument("--trials", type=int, default=None, metavar="N",
                        help="number of trials (default: 20 for a training search, 50 on cached candidates)")
     group.add_argument("--scheduler", default=None, metavar="NAME",
                        help="training search: asha (default; stops trials that fall behind after each epoch) "

@@ -477,25 +477,54 @@ def resolve(
 
 
 def config_from_tree(tree: dict) -> ResolvedConfig:
-    """Rebuild a ResolvedConfig from `ResolvedConfig.tree()` (an experiment's config.json)."""
+    """Rebuild a ResolvedConfig from `ResolvedConfig.tree()` (an experiment's config.json).
+    ConfigError listing every way `tree` is not such a tree (a leaf that is not
+    {value, source}, a setting this version does not know, no model), e.g. one of another
+    version."""
     sources: dict[str, str] = {}
     values: dict = {}
+    problems: list[str] = []
 
-    def walk(node: dict, prefix: str, out: dict) -> None:
+    def walk(node, prefix: str, out: dict) -> None:
+        if not isinstance(node, dict):
+            problems.append(f"{prefix.rstrip('.') or 'the top level'}: a mapping expected, found {_kind(node)}")
+            return
         for key, item in node.items():
             if isinstance(item, dict) and set(item) == {"value", "source"}:
                 out[key] = item["value"]
                 sources[prefix + key] = item["source"]
             elif isinstance(item, dict):
                 walk(item, prefix + key + ".", out.setdefault(key, {}))
+            else:
+                problems.append(f"{prefix}{key}: a {{value, source}} leaf expected, found {_kind(item)}")
 
-    models_tree = tree.get("models", {})
-    walk({k: v for k, v in tree.items() if k != "models"}, "", values)
+    models_tree = tree.get("models", {}) if isinstance(tree, dict) else {}
+    walk({k: v for k, v in tree.items() if k != "models"} if isinstance(tree, dict) else tree, "", values)
+    if not isinstance(models_tree, dict) or not models_tree:
+        problems.append(f"models: a mapping of model name -> settings expected, found {_kind(models_tree)}")
+        models_tree = {}
     models = {}
     for name, node in models_tree.items():
         data: dict = {}
         walk(node, f"models.{name}.", data)
         data["name"] = name
-        models[name] = model_settings_from_dict(data)
+        unknown = [f"models.{name}.{k}" for k in data if _expected_type(ModelSettings, k) is None]
+        problems += [f"unknown model setting {k!r}" for k in unknown]
+        try:
+            models[name] = None if unknown else model_settings_from_dict(data)
+        except TypeError as exc:  # a nested setting this version does not know
+            problems.append(f"models.{name}: {exc}")
+    unknown = [k for k in values if _expected_type(ExperimentConfig, k) is None]
+    problems += [f"unknown setting {k!r}" for k in unknown]
     values["models"] = list(models)
-    return ResolvedConfig(experiment=ExperimentConfig(**values), models=models, sources=sources)
+    try:
+        experiment = None if unknown else ExperimentConfig(**values)
+    except TypeError as exc:
+        problems.append(str(exc))
+    if problems:
+        raise ConfigError(problems)
+    return ResolvedConfig(experiment=experiment, models=models, sources=sources)
+
+
+def _kind(value: Any) -> str:
+    return f"{type(value).__name__} {value!r}"[:60]

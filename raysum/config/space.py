@@ -139,7 +139,8 @@ def _parse(data: Any, problems: list[str], path: str) -> SearchSpace:
             _keep(space.models.setdefault(str(model), {}), name, _parameter(f"models.{model}.{name}", spec, problems))
     if kind == "ensemble":
         _check_strategies(space, problems)
-    _check_ranges(space, problems)
+    if kind == "decoding":  # a training space is checked per model with the whole trial (tune.training_search)
+        _check_ranges(space, problems)
     return space
 
 

@@ -120,7 +120,7 @@ def _storage_problems(exp) -> list[str]:
                                                                                 "new_dir")
     for key in ("train_data", "dev_data", "test_data"):
         if getattr(exp, key):
-            out += uri_problems(getattr(exp, key), key) or path_problems(getattr(exp, key), key, "file")
+            out += uri_problems(getattr(exp, key), key)  # existence: checked where the data is loaded
     out += path_problems(exp.output_dir, "output_dir", "new_dir")
     output = local_path(exp.output_dir)
     if output is None:

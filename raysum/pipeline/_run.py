@@ -17,6 +17,7 @@ from rich.console import Console
 from raysum.config.resolve import ResolvedConfig
 from raysum.errors import ConfigError, RaysumError
 from raysum.experiment import Experiment, layout
+from raysum.experiment.lock import ExperimentLock
 from raysum.launch import check_resources, cluster_nodes, init_ray, launch_unit
 from raysum.pipeline._collect import collect_candidates, run_ensembles, score_experiment, write_submission
 from raysum.pipeline._experiment import (
@@ -29,6 +30,8 @@ from raysum.pipeline._experiment import (
     write_experiment_files,
 )
 from raysum.pipeline._progress import print_scores, watch_units
+from raysum.pipeline._resume import check_resume
+from raysum.pipeline.validate import validate
 
 # Called with (experiment directory, config, console) when a run ends, finished or with
 # failed units (the post-mortem): the CLI writes the report with it.
@@ -91,8 +94,14 @@ def run_experiment(cfg: ResolvedConfig, command_line: list[str] | None = None,
                           "raysum.tune.training_search.search_training)")
     path = start_experiment(cfg, command_line, console)
     console.print(f"experiment directory: [bold]{path}[/]")
-    _run_units(path, cfg, console, after)
+    with ExperimentLock(path, "train", resume=resume_command(path)):
+        _run_units(path, cfg, console, after)
     return path
+
+
+def resume_command(path: Path) -> str:
+    """The command that continues an interrupted run of ``path``."""
+    return f"raysum train --resume {path}"
 
 
 def refuse_resume_settings(path: Path, cli: dict, config_file: str | None, overrides: list[str]) -> None:
@@ -104,32 +113,46 @@ def refuse_resume_settings(path: Path, cli: dict, config_file: str | None, overr
 
 
 def resume_experiment(path: str | Path, cli: dict, config_file: str | None, overrides: list[str],
-                      console: Console | None = None, after: AfterRun | None = None) -> Path:
-    """Continue an experiment: finished units are reused, interrupted ones resume from a checkpoint."""
+                      console: Console | None = None, after: AfterRun | None = None,
+                      retrain_changed: bool = False, force: bool = False) -> Path:
+    """Continue an experiment: finished units are reused, interrupted ones resume from a
+    checkpoint; a unit whose recorded settings differ from config.json is refused (or, with
+    ``retrain_changed``, trained again). A submission it replaces is kept unless ``force``."""
     console = console or Console()
     path = Path(path).resolve()
     refuse_resume_settings(path, cli, config_file, overrides)
-    cfg = Experiment(path).resolved()
-    preflight(cfg)
-    init_ray(cfg.experiment.ray_address, cfg.experiment.num_cpus)
-    check_resources(cfg.models, cluster_nodes())
-    console.print(f"resuming [bold]{path}[/]")
-    _run_units(path, cfg, console, after)
+    with ExperimentLock(path, "train --resume", resume=resume_command(path)) as lock:
+        for note in lock.notes:
+            console.print(f"[cyan]note:[/] {note}")
+        cfg = validate(Experiment(path).resolved())
+        preflight(cfg)
+        retrained = check_resume(path, cfg, plan_units(cfg), retrain_changed)
+        if retrained:
+            console.print(f"training again (settings changed): {', '.join(retrained)}; their previous files "
+                          f"are under {path / layout.REPLACED_DIR}")
+        init_ray(cfg.experiment.ray_address, cfg.experiment.num_cpus)
+        check_resources(cfg.models, cluster_nodes())
+        console.print(f"resuming [bold]{path}[/]")
+        _run_units(path, cfg, console, after, force=force)
     return path
 
 
-def _run_units(path: Path, cfg: ResolvedConfig, console: Console, after: AfterRun | None) -> None:
+def _run_units(path: Path, cfg: ResolvedConfig, console: Console, after: AfterRun | None,
+               force: bool = False) -> None:
     units = plan_units(cfg)
     baseline_done: set[str] = set()
     runs, reused = [], []
     started = time.time()
+    exp = Experiment(path)
     for unit in units:
         config = unit_config(path, cfg, unit, baseline=unit.model not in baseline_done)
         baseline_done.add(unit.model)
-        if Experiment(path).unit(unit.model, unit.fold).done():
+        if exp.unit(unit.model, unit.fold).done():
             reused.append(unit.name)
             continue
         runs.append(launch_unit(unit.name, config, cfg.models[unit.model], ray_storage(path, cfg)))
+    for note in exp.notes:  # a damaged unit.json: that unit trains again
+        console.print(f"[cyan]note:[/] {note}")
     if reused:
         console.print(f"reusing {len(reused)} finished unit(s): {', '.join(reused)}")
     failures = watch_units(runs, [u.name for u in units], path, console)
@@ -142,7 +165,7 @@ def _run_units(path: Path, cfg: ResolvedConfig, console: Console, after: AfterRu
             console.print(f"[yellow]warning:[/] {layout.REPORT_MD} not written: {exc}")
         raise RaysumError("units failed (finished units are kept; `raysum train --resume "
                           f"{path}` continues):\n" + "\n".join(f"  - {n}: {e}" for n, e in failures.items()))
-    _finish(path, cfg, units, console)
+    _finish(path, cfg, units, console, force)
     if after:
         after(path, cfg, console)
 
@@ -159,15 +182,21 @@ def _record_timing(path: Path, phase: str, started: float) -> None:
     exp.write_run_info(run)
 
 
-def _finish(path: Path, cfg: ResolvedConfig, units: list[Unit], console: Console) -> None:
+def _finish(path: Path, cfg: ResolvedConfig, units: list[Unit], console: Console, force: bool = False) -> None:
     started = time.time()
     candidates = collect_candidates(path, units)
-    scores = score_experiment(path, cfg, units, candidates)
+    notes: list[str] = []
+    scores = score_experiment(path, cfg, units, candidates, notes)
     _log_scores_to_trackers(path, cfg, units, scores)
-    choice = write_submission(path, cfg, candidates, scores)
+    choice, kept = write_submission(path, cfg, candidates, scores, force=force)
     _record_timing(path, "finish_phase", started)
+    for note in notes:  # a damaged baseline: left out of the scores
+        console.print(f"[cyan]note:[/] {note}")
     print_scores(scores, console)
-    console.print(f"[bold green]submission[/] {Experiment(path).submission_file}: {choice}")
+    submission = Experiment(path).submission_file
+    console.print(f"[bold green]submission[/] {submission}: {choice}")
+    if kept:
+        console.print(f"the previous {submission.name} is kept as {kept} (--force replaces it without keeping)")
 
 
 def _log_scores_to_trackers(path: Path, cfg: ResolvedConfig, units: list[Unit], scores: dict) -> None:
@@ -185,11 +214,16 @@ def _log_scores_to_trackers(path: Path, cfg: ResolvedConfig, units: list[Unit], 
 def ensemble_experiment(path: str | Path, strategy: str, weights: list[float] | None = None) -> dict:
     """Evaluate one ensemble strategy on a finished experiment's candidates; the numbers
     also go into its scores.json (under `ensembles`)."""
+    path = Path(path).resolve()
+    with ExperimentLock(path, "ensemble"):
+        return _ensemble(path, strategy, weights)
+
+
+def _ensemble(path: Path, strategy: str, weights: list[float] | None) -> dict:
     from dataclasses import replace
 
     from raysum.ensemble import ALIASES, STRATEGIES
 
-    path = Path(path).resolve()
     exp = Experiment(path)
     cfg = exp.resolved()
     canonical = ALIASES.get(strategy, strategy)
@@ -221,9 +255,12 @@ def ensemble_experiment(path: str | Path, strategy: str, weights: list[float] | 
 
 
 def predict_experiment(path: str | Path, test_file: str, output: str | None, ray_address: str | None = None,
-                       console: Console | None = None) -> Path:
-    """Generate for a new file with the experiment's trained units (no retraining)."""
+                       console: Console | None = None, force: bool = False) -> Path:
+    """Generate for a new file with the experiment's trained units (no retraining); a
+    submission it replaces is kept unless ``force``."""
     from raysum.pipeline._collect import predict_new_file
 
     console = console or Console()
-    return predict_new_file(Path(path).resolve(), test_file, output, ray_address, console)
+    path = Path(path).resolve()
+    with ExperimentLock(path, "predict"):
+        return predict_new_file(path, test_file, output, ray_address, console, force=force)

@@ -36,8 +36,10 @@ from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 
-from raysum.errors import ConfigError, RaysumError
+from raysum.errors import ConfigError, Interrupted, RaysumError
 from raysum.experiment import Experiment, layout, read_json, write_json
+from raysum.experiment.files import damaged
+from raysum.experiment.lock import ExperimentLock
 from raysum.launch import concurrent_units, fit_trial, scaling
 from raysum.storage import write_text_atomic
 from raysum.tune.space import Parameter, SearchSpace, load_space
@@ -189,16 +191,18 @@ def search_training(cfg, space_path: str | Path, *, trials: int, scheduler: str 
     if cfg.experiment.mode != SEARCH_MODE:
         raise ConfigError(f"a training search runs in mode {SEARCH_MODE}, got mode {cfg.experiment.mode}")
     path = start_experiment(cfg, command_line, console or Console(quiet=True))
-    tune_dir = Experiment(path).tune_dir
-    tune_dir.mkdir()
-    write_text_atomic(tune_dir / layout.SPACE_YAML, Path(space_path).read_text(encoding="utf-8"))
-    request = {"space": str(space_path), "trials": trials, "scheduler": scheduler, "metric": metric_name(metric),
-               "seed": cfg.experiment.seed, "tokenizer": tokenizer, "max_concurrent": max_concurrent,
-               "runs": {m: RUN_PREFIX + m for m in cfg.models}, "created": time.time()}
-    write_json(tune_dir / layout.TRAINING_SEARCH_JSON, request)
-    if console:
-        console.print(f"training search directory: [bold]{path}[/]")
-    return _run_search(path, cfg, request, console)
+    with ExperimentLock(path, "tune", resume=f"raysum tune --resume {path}"):
+        tune_dir = Experiment(path).tune_dir
+        tune_dir.mkdir()
+        write_text_atomic(tune_dir / layout.SPACE_YAML, Path(space_path).read_text(encoding="utf-8"))
+        request = {"space": str(space_path), "trials": trials, "scheduler": scheduler,
+                   "metric": metric_name(metric), "seed": cfg.experiment.seed, "tokenizer": tokenizer,
+                   "max_concurrent": max_concurrent, "runs": {m: RUN_PREFIX + m for m in cfg.models},
+                   "created": time.time()}
+        write_json(tune_dir / layout.TRAINING_SEARCH_JSON, request)
+        if console:
+            console.print(f"training search directory: [bold]{path}[/]")
+        return _run_search(path, cfg, request, console)
 
 
 def resume_training_search(path: str | Path, console=None) -> dict:
@@ -206,13 +210,14 @@ def resume_training_search(path: str | Path, console=None) -> dict:
     from raysum.launch import check_resources, cluster_nodes, init_ray
 
     path = Path(path).resolve()
-    request = read_request(path)
-    cfg = Experiment(path).resolved()
-    init_ray(cfg.experiment.ray_address, cfg.experiment.num_cpus)
-    check_resources(cfg.models, cluster_nodes())
-    if console:
-        console.print(f"resuming the training search [bold]{path}[/]")
-    return _run_search(path, cfg, request, console)
+    with ExperimentLock(path, "tune --resume", resume=f"raysum tune --resume {path}"):
+        request = read_request(path)
+        cfg = Experiment(path).resolved()
+        init_ray(cfg.experiment.ray_address, cfg.experiment.num_cpus)
+        check_resources(cfg.models, cluster_nodes())
+        if console:
+            console.print(f"resuming the training search [bold]{path}[/]")
+        return _run_search(path, cfg, request, console)
 
 
 def is_training_search(path: str | Path) -> bool:
@@ -225,7 +230,16 @@ def read_request(path: Path) -> dict:
     if not file.is_file():
         raise RaysumError(f"{path} is not a training search directory (no {layout.TUNE_DIR}/"
                           f"{layout.TRAINING_SEARCH_JSON})")
-    return read_json(file)
+    action = f"restore it from a copy: without it the search in {path} can be neither resumed nor analysed"
+    request = read_json(file, action=action)
+    missing = [k for k in ("space", "trials", "scheduler", "metric", "seed", "runs") if k not in request]
+    if missing:
+        raise damaged(file, f"no {', '.join(missing)}; written by another version?", action)
+    if request["metric"] not in METRICS or not isinstance(request["runs"], dict) \
+            or not all(isinstance(v, str) for v in request["runs"].values()):
+        raise damaged(file, f"metric {request['metric']!r} or runs {request['runs']!r} is not one this version "
+                      "writes", action)
+    return request
 
 
 def best_config(cfg, best: Mapping[str, Mapping]):
@@ -288,7 +302,7 @@ def _run_search(path: Path, cfg, request: dict, console) -> dict:
         timing[name] = round(time.perf_counter() - started, 2)
         ended = ended_trials(exp.tune_dir / request["runs"][name])
         if ended < request["trials"]:  # Ctrl-C: Tune saved its state and stopped
-            raise RaysumError(f"the training search of {name} was interrupted after {ended} of "
+            raise Interrupted(f"the training search of {name} was interrupted after {ended} of "
                               f"{request['trials']} trial(s); finished trials are kept: continue with "
                               f"raysum tune --resume {path}")
         best[name] = _best(results, request["metric"], per_model[name]["params"])
@@ -301,12 +315,26 @@ def _run_search(path: Path, cfg, request: dict, console) -> dict:
 def ended_trials(run: Path) -> int:
     """Trials that Tune's saved state (what a restore continues from) has as finished or errored.
     After Ctrl-C, Tune marks the trials it stops as terminated in memory but not on disk."""
+    states = tune_state(run) or []
+    return sum(state.get("status") in ("TERMINATED", "ERROR") for state in states)
+
+
+def tune_state(run: Path) -> list[dict] | None:
+    """Every trial's state in Tune's newest saved state of ``run`` (what a restore and
+    ``raysum analyze`` read); None before Tune saved one. A damaged or unreadable state is
+    an error naming the file."""
     files = sorted(run.glob("experiment_state*.json"))  # named by creation time, like Tune picks the newest
     if not files:
-        return 0
-    trials = json.loads(files[-1].read_text(encoding="utf-8"))["trial_data"]
-    states = [json.loads(t[0]) if isinstance(t[0], str) else t[0] for t in trials]
-    return sum(state["status"] in ("TERMINATED", "ERROR") for state in states)
+        return None
+    action = f"restore it from a copy, or move {run} away to run that search again from its start"
+    data = read_json(files[-1], action=action)
+    try:
+        states = [json.loads(t[0]) if isinstance(t[0], str) else t[0] for t in data["trial_data"]]
+    except (KeyError, TypeError, IndexError, ValueError) as exc:
+        raise damaged(files[-1], f"not a Ray Tune experiment state this version reads: {exc!r}", action) from None
+    if not all(isinstance(state, dict) for state in states):
+        raise damaged(files[-1], "a trial's state is not a JSON object", action)
+    return states
 
 
 def _tune(path: Path, name: str, settings, params: dict[str, Parameter], search: dict, request: dict,
@@ -321,6 +349,7 @@ def _tune(path: Path, name: str, settings, params: dict[str, Parameter], search:
     storage = Experiment(path).tune_dir
     run_dir = storage / request["runs"][name]
     if tune.Tuner.can_restore(str(run_dir)):
+        tune_state(run_dir)  # a damaged state: an error naming it, not Tune's traceback
         tuner = tune.Tuner.restore(str(run_dir), trainable=trainable, resume_unfinished=True, restart_errored=True)
     else:
         tuner = tune.Tuner(
