@@ -72,6 +72,7 @@ def test_sigterm_names_the_lock_held_when_it_came_and_exits_143(tmp_path):
     from raysum.experiment.lock import ExperimentLock
 
     interrupts, console = Interrupts(), Console(record=True, width=400)
+    before = signal.getsignal(signal.SIGTERM)  # Ray's own handler when an earlier test started Ray here
     with interrupts.handlers():
         with pytest.raises(Terminated):
             with ExperimentLock(tmp_path, "train", resume=f"raysum train --resume {tmp_path}"):
@@ -79,7 +80,7 @@ def test_sigterm_names_the_lock_held_when_it_came_and_exits_143(tmp_path):
                 time.sleep(5)  # the handler raises at the next bytecode
         assert not (tmp_path / layout.LOCK_FILE).exists()  # released on the way out
         code = interrupts.stop(console)
-    assert code == 143 and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    assert code == 143 and signal.getsignal(signal.SIGTERM) is before  # restored
     assert console.export_text().rstrip().endswith(f"Continue with:\n  raysum train --resume {tmp_path}")
 
 
