@@ -9,7 +9,7 @@ model, a per-model value to one (see `raysum.config.resolve` for the precedence)
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,12 @@ class ModelSettings:
     epochs: float = doc("training epochs", 3, above=0, at_most=1000)
     batch_size: int = doc("per-device training batch size", 8, at_least=1)
     gradient_accumulation_steps: int = doc("micro-batches per optimizer step", 1, at_least=1)
+    max_tokens_per_batch: Union[int, str] = doc(
+        "micro-batches by token budget (0 = off: batch_size rows): length-bucketed batches of at most this many "
+        "padded tokens (rows x longest row, encoder + decoder for seq2seq; the sum of lengths when packed), "
+        "gradient accumulation recomputed so an optimizer step still sees batch_size x "
+        "gradient_accumulation_steps examples on average; auto = sized from free GPU memory (off on CPU)",
+        0, at_least=0)
     learning_rate: float = doc("peak learning rate (AdamW)", 5e-5, above=0, at_most=1)
     warmup_ratio: float = doc("fraction of optimizer steps with linear warmup", 0.1, at_least=0, below=1)
     weight_decay: float = doc("AdamW weight decay", 0.01, at_least=0, at_most=1)
@@ -110,9 +116,18 @@ class ModelSettings:
     lora: Optional[LoraSettings] = doc("LoRA adapters (causal models); null = full fine-tune", None)
     quantization: Optional[str] = doc("QLoRA base-model quantization: null or nf4 (GPU, bitsandbytes)", None)
     gradient_checkpointing: bool = doc("trade compute for activation memory", False)
+    checkpoint_every: int = doc(
+        "epochs between resume checkpoints (optimizer state included; the last one is written after the timed "
+        "training loop); 0 = none: an interrupted unit trains again from the start", 1, at_least=0, at_most=1000)
+    dataloader_num_workers: int = doc(
+        "processes that collate training batches (0 = in the training process; GPU presets use 2); "
+        "batches are pinned on CUDA", 0, at_least=0, at_most=64)
+    compile: bool = doc("torch.compile the model for training (TrainingArguments torch_compile; GPU, "
+                        "compiling costs time at the start)", False)
     packing: str = doc(
-        "causal batches: packed (padding-free, position ids), padded, or auto = packed on GPU, padded on CPU "
-        "(CPU attention computes the whole packed block, 1.5-5x slower)", "auto")
+        "causal batches: packed (padding-free rows, attention per example: torch's varlen flash kernel on CUDA, "
+        "one sdpa call per example elsewhere), padded (grouped by length), or auto = packed where the varlen "
+        "kernel is available and passes a check (CUDA, half precision), padded otherwise", "auto")
     precision: str = doc("auto (bf16 on GPU when supported, fp32 on CPU), bf16, fp16 or fp32", "auto")
     deepspeed: Optional[str] = doc("DeepSpeed preset for multi-GPU units: null, zero2 or zero3", None)
     resources: ResourceSettings = doc("Ray resources of one unit", default_factory=ResourceSettings)

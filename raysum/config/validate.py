@@ -92,6 +92,7 @@ def config_problems(cfg: ResolvedConfig) -> tuple[list[str], list[str]]:
             if key in given:
                 warnings.append(f"{key} is not used in mode {exp.mode} (no folds); it applies in kfold and full")
     for name, m in cfg.models.items():
+        warnings.extend(_guarded_list(lambda settings: deepspeed_notes(name, settings), m))
         if m.trust_remote_code is True:
             warnings.append(f"models.{name}: trust_remote_code is on: Python code from the repository of "
                             f"checkpoint {m.checkpoint!r} runs on every worker that loads it; keep it on only for "
@@ -157,7 +158,37 @@ def model_problems(m: ModelSettings) -> list[str]:
                    "which bitsandbytes' packed 4-bit weights cannot be; use zero2 or no quantization")
     if m.lora is not None and not m.lora.target_modules:
         out.append("lora needs at least one target module")
+    out.extend(_guarded_list(_batching_problems, m))
+    out.extend(_guarded_list(_gpu_share_problems, m))
     return out
+
+
+def _batching_problems(m: ModelSettings) -> list[str]:
+    budget = m.max_tokens_per_batch
+    if budget == "auto" or (isinstance(budget, int) and not isinstance(budget, bool)):
+        return []  # a negative whole number is reported with the other ranges
+    return [f"max_tokens_per_batch must be a whole number of tokens (0 = off) or auto, got {budget!r}"]
+
+
+def _gpu_share_problems(m: ModelSettings) -> list[str]:
+    """Two ranks of one unit must not share a GPU: NCCL refuses two ranks on one device, so a
+    fraction of a GPU per worker only works for a single-worker unit (several units per GPU)."""
+    res = m.resources
+    if not res.use_gpu or res.num_workers <= 1 or float(res.gpus_per_worker).is_integer():
+        return []
+    return [f"resources.gpus_per_worker {res.gpus_per_worker:g} with num_workers {res.num_workers}: Ray may put "
+            "two workers of the unit on one GPU, and two NCCL ranks on one GPU fail; give each worker whole GPUs "
+            "(gpus_per_worker: 1) or use num_workers: 1 (a fraction then lets several units share a GPU)"]
+
+
+def deepspeed_notes(name: str, m: ModelSettings) -> list[str]:
+    """A DeepSpeed preset on a single GPU worker: ZeRO shards across data-parallel ranks, so with
+    one rank there is nothing to shard and its engine only adds overhead."""
+    res = m.resources
+    if m.deepspeed is None or not res.use_gpu or res.num_workers != 1 or res.gpus_per_worker > 1:
+        return []
+    return [f"models.{name}: deepspeed {m.deepspeed} on a single GPU worker (resources.num_workers 1) only adds "
+            "overhead: ZeRO shards across workers; set deepspeed: null, or num_workers > 1"]
 
 
 def _guarded_list(check, value) -> list[str]:

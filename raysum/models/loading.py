@@ -259,7 +259,29 @@ def apply_lora(model, settings):
     lora = settings.lora
     config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                         target_modules=list(lora.target_modules), bias="none", task_type="CAUSAL_LM")
-    return get_peft_model(model, config)
+    model = get_peft_model(model, config)
+    if settings.quantization == "nf4":
+        cast_frozen_to_compute_dtype(model, torch_dtype(resolve_precision(settings)))
+    return model
+
+
+def cast_frozen_to_compute_dtype(model, dtype) -> int:
+    """QLoRA computes in `dtype` (bf16): `prepare_model_for_kbit_training` upcasts every
+    non-quantized parameter to fp32 (norms, embeddings, lm_head), so the embeddings hand
+    fp32 hidden states to the whole stack and every activation is stored in fp32 (more
+    memory, slower, and the 4-bit layers cast their inputs down and their outputs back up).
+    The frozen floating-point parameters go back to `dtype`, as in a bf16 LoRA unit; the
+    packed 4-bit weights (uint8) are left alone, and the trainable LoRA adapters stay fp32
+    (peft's choice: AdamW updates on fp32 masters; autocast runs their matmuls in `dtype`).
+    Returns the number of parameters cast."""
+    cast = 0
+    for parameter in model.parameters():
+        quantized = type(parameter).__name__ == "Params4bit" or not parameter.is_floating_point()
+        if parameter.requires_grad or quantized or parameter.dtype == dtype:
+            continue
+        parameter.data = parameter.data.to(dtype)
+        cast += parameter.numel()
+    return cast
 
 
 def shape_only_model(settings, config):

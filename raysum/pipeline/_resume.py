@@ -19,11 +19,13 @@ from datetime import datetime
 from pathlib import Path
 
 from raysum.config.resolve import ResolvedConfig
+from raysum.config.schema import ModelSettings
 from raysum.errors import ConfigError
 from raysum.experiment import Experiment, layout
 
 # Model settings that change neither what a unit learns nor what it generates.
-NOT_SHAPING = ("name", "trust_remote_code", "generation_batch_size", "resources.cpus_per_worker")
+NOT_SHAPING = ("name", "trust_remote_code", "generation_batch_size", "resources.cpus_per_worker", "checkpoint_every",
+               "dataloader_num_workers", "compile")
 # Global settings the experiment's inputs (data, sample, folds, variants) were written from.
 INPUT_SETTINGS = ("mode", "k_folds", "fold_seed", "max_train_samples", "train_data", "dev_data", "test_data",
                   "use_augmentation", "augmentation_methods", "augmentation_ratio", "augmentation_translators",
@@ -55,8 +57,11 @@ def input_settings(cfg: ResolvedConfig) -> dict:
     return _plain({k: getattr(cfg.experiment, k) for k in INPUT_SETTINGS})
 
 
-def _differences(recorded: dict, now: dict) -> list[str]:
+def _differences(recorded: dict, now: dict, defaults: dict | None = None) -> list[str]:
+    """Settings that differ; one missing from `recorded` (added to raysum since) counts as its
+    value in `defaults`, what the older version ran with."""
     missing = object()
+    recorded = {**{k: v for k, v in (defaults or {}).items() if k in now}, **recorded}
     return [f"{k}: {recorded.get(k, missing)!r} -> {now.get(k, missing)!r}".replace(repr(missing), "(unset)")
             for k in sorted(set(recorded) | set(now)) if recorded.get(k, missing) != now.get(k, missing)]
 
@@ -76,7 +81,7 @@ def check_resume(path: Path, cfg: ResolvedConfig, units: list, retrain_changed: 
     for unit in units:
         recorded = exp.unit(unit.model, unit.fold).recorded_settings()
         if recorded is not None:
-            diff = _differences(recorded, unit_settings(cfg, unit.model))
+            diff = _differences(recorded, unit_settings(cfg, unit.model), _plain(_flat(asdict(ModelSettings()))))
             if diff:
                 changed_units[unit.name] = (unit, diff)
     if not changed_units:

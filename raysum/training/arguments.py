@@ -1,13 +1,18 @@
 """`TrainingArguments` of a unit, from its settings: AdamW, linear schedule with warmup,
-gradient clipping at 1.0, length-grouped batches, loss-only evaluation once per epoch,
-bounded intermediate checkpoints for resume, and the DeepSpeed preset if any."""
+gradient clipping at 1.0, length-grouped batches (or the gradient accumulation of
+token-budget batches), loss-only evaluation once per epoch, bounded intermediate
+checkpoints for resume (`checkpoint_every`), dataloader workers, torch.compile, and the
+DeepSpeed preset if any (with the config ZeRO-3 needs while the model loads)."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import math
 from pathlib import Path
 
 DEEPSPEED_DIR = Path(__file__).parent / "deepspeed"
+MAX_GRAD_NORM = 1.0
 
 
 def deepspeed_config_path(preset: str | None) -> str | None:
@@ -22,28 +27,89 @@ def deepspeed_config_path(preset: str | None) -> str | None:
     return str(path)
 
 
-def optimizer_steps(settings, num_examples: int, world_size: int = 1) -> int:
+def deepspeed_load_config(settings, precision: str, world_size: int = 1) -> dict | None:
+    """The DeepSpeed config active while a ZeRO-3 unit loads its model (None for other presets).
+
+    `from_pretrained` runs `deepspeed.zero.Init` with it, whose parser (DeepSpeedConfig)
+    reads batch sizes, gradient clipping and fp16/bf16 as numbers and booleans: their
+    "auto" placeholders are filled as the Trainer fills them from its arguments
+    (`HfTrainerDeepSpeedConfig.trainer_config_process`). The zero_optimization sizes left
+    "auto" are dropped by DeepSpeed's parser (its defaults apply while loading); the
+    Trainer fills them from the model's hidden size when it builds the engine with its own
+    copy of the preset."""
+    if settings.deepspeed != "zero3":
+        return None
+    config = json.loads(Path(deepspeed_config_path(settings.deepspeed)).read_text(encoding="utf-8"))
+    micro, accumulation = settings.batch_size, settings.gradient_accumulation_steps
+    for key, value in {
+        "train_micro_batch_size_per_gpu": micro,
+        "gradient_accumulation_steps": accumulation,
+        "train_batch_size": world_size * micro * accumulation,
+        "gradient_clipping": MAX_GRAD_NORM,
+        "optimizer.params.lr": settings.learning_rate,
+        "optimizer.params.weight_decay": settings.weight_decay,
+        "scheduler.params.warmup_max_lr": settings.learning_rate,
+        "fp16.enabled": precision == "fp16",
+        "bf16.enabled": precision == "bf16",
+    }.items():
+        *path, leaf = key.split(".")
+        node = config
+        for part in path:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and node.get(leaf) == "auto":
+            node[leaf] = value
+    return config
+
+
+@contextlib.contextmanager
+def deepspeed_loading(settings, precision: str, world_size: int = 1):
+    """ZeRO-3: transformers' `HfDeepSpeedConfig` is active while the block loads the model,
+    so `from_pretrained` partitions every parameter across the workers as it loads (each
+    holds its shard, never the whole model) and LoRA wraps the partitioned model. The
+    object registers itself through a weak reference: this block keeps it alive, and
+    unregisters it at the end; the Trainer's arguments register their own for training."""
+    config = deepspeed_load_config(settings, precision, world_size)
+    if config is None:
+        yield None
+        return
+    from transformers.integrations import HfDeepSpeedConfig
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+    active = HfDeepSpeedConfig(config)
+    try:
+        yield active
+    finally:
+        unset_hf_deepspeed_config()
+
+
+def optimizer_steps(settings, num_examples: int, world_size: int = 1, batch_plan=None) -> int:
+    if batch_plan is not None:  # token-budget micro-batches (raysum.training.batching)
+        per_epoch = math.ceil(batch_plan.micro_batches / world_size / batch_plan.gradient_accumulation_steps)
+        return max(1, math.ceil(per_epoch * settings.epochs))
     per_step = settings.batch_size * settings.gradient_accumulation_steps * world_size
     return max(1, math.ceil(math.ceil(num_examples / per_step) * settings.epochs))
 
 
 def training_arguments_kwargs(settings, output_dir: str | Path, *, num_examples: int, has_eval: bool,
                               precision: str, cuda: bool, seed: int, world_size: int = 1,
-                              run_name: str | None = None) -> dict:
-    """Keyword arguments of `transformers.TrainingArguments` for one unit."""
-    total_steps = optimizer_steps(settings, num_examples, world_size)
+                              run_name: str | None = None, batch_plan=None) -> dict:
+    """Keyword arguments of `transformers.TrainingArguments` for one unit. `batch_plan`
+    (token-budget micro-batches) sets the gradient accumulation it computed."""
+    total_steps = optimizer_steps(settings, num_examples, world_size, batch_plan)
+    workers = settings.dataloader_num_workers
     arguments = dict(
         output_dir=str(output_dir),
         num_train_epochs=settings.epochs,
         per_device_train_batch_size=settings.batch_size,
         per_device_eval_batch_size=settings.batch_size,
-        gradient_accumulation_steps=settings.gradient_accumulation_steps,
+        gradient_accumulation_steps=(batch_plan.gradient_accumulation_steps if batch_plan is not None
+                                     else settings.gradient_accumulation_steps),
         learning_rate=settings.learning_rate,
         weight_decay=settings.weight_decay,
         lr_scheduler_type="linear",
         warmup_steps=settings.warmup_ratio,  # transformers 5: a float below 1 is a ratio of all steps
         optim="adamw_torch_fused" if cuda else "adamw_torch",
-        max_grad_norm=1.0,
+        max_grad_norm=MAX_GRAD_NORM,
         seed=seed,
         data_seed=seed,
         bf16=precision == "bf16",
@@ -53,7 +119,8 @@ def training_arguments_kwargs(settings, output_dir: str | Path, *, num_examples:
         eval_strategy="epoch" if has_eval else "no",
         prediction_loss_only=True,
         label_names=["labels"],
-        save_strategy="epoch",
+        # every `checkpoint_every` epochs (CheckpointEvery); the last one after the timed loop (unit.train)
+        save_strategy="epoch" if settings.checkpoint_every else "no",
         save_total_limit=2,
         logging_strategy="steps",
         logging_steps=max(1, total_steps // 25),
@@ -62,8 +129,11 @@ def training_arguments_kwargs(settings, output_dir: str | Path, *, num_examples:
         run_name=run_name,
         disable_tqdm=True,
         remove_unused_columns=False,
-        dataloader_num_workers=0,
+        dataloader_num_workers=workers,
         dataloader_pin_memory=cuda,
+        dataloader_persistent_workers=workers > 0,  # not forked again for every epoch and evaluation
+        dataloader_prefetch_factor=2 if workers else None,
+        torch_compile=settings.compile,
         ddp_find_unused_parameters=False,
         deepspeed=deepspeed_config_path(settings.deepspeed),
     )

@@ -94,7 +94,11 @@ class CheckpointSeal(TrainerCallback):
     """Seals each epoch checkpoint once the Trainer's save of it returned (weights,
     optimizer, scheduler, every rank's RNG state, trainer_state.json): a unit killed while
     saving (Ctrl-C, SIGTERM, SIGKILL, a lost node) leaves a checkpoint without the seal,
-    which a resume passes over (:func:`is_sealed`)."""
+    which a resume passes over (:func:`is_sealed`). The seal also records `record` (the
+    token budget the unit trains with: a resumed `auto` budget reuses it)."""
+
+    def __init__(self, record: dict | None = None):
+        self.record = record or {}
 
     def on_save(self, args, state, control, **kwargs):
         import torch.distributed as dist
@@ -102,11 +106,34 @@ class CheckpointSeal(TrainerCallback):
         if dist.is_available() and dist.is_initialized():
             dist.barrier()  # the other ranks' RNG states are written too
         if args.should_save:
-            seal(Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}", state.global_step)
+            seal(Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}", state.global_step,
+                 self.record)
 
 
-def seal(checkpoint: Path, step: int) -> None:
-    write_text_atomic(checkpoint / layout.CHECKPOINT_SEAL, json.dumps({"step": step}))
+class CheckpointEvery(TrainerCallback):
+    """Epoch checkpoints every `every` epochs (`checkpoint_every`), never at the last step:
+    the unit writes that one after its timed training loop (`raysum.training.unit.train`)."""
+
+    def __init__(self, every: int):
+        self.every = every
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        # runs after transformers' DefaultFlowCallback, which asks for a save at every epoch end
+        last = state.global_step >= state.max_steps
+        control.should_save = bool(self.every) and not last and round(state.epoch or 0) % self.every == 0
+
+
+def seal(checkpoint: Path, step: int, record: dict | None = None) -> None:
+    write_text_atomic(checkpoint / layout.CHECKPOINT_SEAL, json.dumps({"step": step, **(record or {})}))
+
+
+def sealed_record(checkpoint: Path) -> dict:
+    """What the seal of a sealed checkpoint recorded besides its step ({} if nothing)."""
+    try:
+        data = json.loads((Path(checkpoint) / layout.CHECKPOINT_SEAL).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {k: v for k, v in data.items() if k != "step"} if isinstance(data, dict) else {}
 
 
 def is_sealed(checkpoint: Path) -> bool:

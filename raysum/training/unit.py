@@ -8,8 +8,9 @@ Everything goes into `unit_dir`:
     metrics.jsonl        one row per logging step and per epoch evaluation
     predictions.parquet  split, fname, model, fold, tta, decoding, text, n_tokens, logprob
     unit.json            the summary; status "done" makes a rerun return it without training
-    resume/              the last two epoch checkpoints while training, each sealed once its save
-                         finished (only a sealed one is resumed from; deleted when done)
+    resume/              the last two epoch checkpoints while training (every `checkpoint_every`
+                         epochs, the last one written after the timed loop), each sealed once its
+                         save finished (only a sealed one is resumed from; deleted when done)
 
 The HF `Trainer` runs the loop: it brings DeepSpeed, DDP under Ray Train, gradient
 accumulation with correctly normalised losses, AMP and exact resume (optimizer, scheduler,
@@ -127,6 +128,7 @@ class UnitRun:
     eval_samples: int
     trainable_params: int
     total_params: int
+    batch_plan: object = None  # raysum.training.batching.BatchPlan when batches go by token budget
 
 
 def run_unit(config: dict, report: Report | None = None) -> dict:
@@ -143,7 +145,9 @@ def run_unit(config: dict, report: Report | None = None) -> dict:
     run = setup(unit, report)
     generate_baseline(run)
     train_stats = train(run)
+    started = time.perf_counter()
     save_checkpoint(run)
+    train_stats["save_s"] = round(time.perf_counter() - started, 3)
     predictions, timing = generate(run)
     summary = finish(run, train_stats, predictions, timing, started_at)
     if report is not None:
@@ -165,6 +169,8 @@ def setup(unit: UnitConfig, report: Report | None = None) -> UnitRun:
     from transformers import set_seed
 
     from raysum.models import count_parameters, load_model_and_tokenizer, resolve_precision
+    from raysum.training.arguments import deepspeed_loading
+    from raysum.training.batching import unit_token_batches
     from raysum.training.collators import prepare_model_for_training
     from raysum.training.validation import validate_unit_settings
 
@@ -178,14 +184,30 @@ def setup(unit: UnitConfig, report: Report | None = None) -> UnitRun:
     eval_frame = read_table(unit.eval_path, ("dialogue", "summary")) if unit.eval_path else None
 
     texts = train_frame["dialogue"].tolist() + train_frame["summary"].tolist()
-    model, tokenizer = load_model_and_tokenizer(settings, train_texts=texts, cache_dir=unit.tokenizer_cache,
-                                                device="cuda" if cuda else "cpu", seed=unit.seed)
+    precision = resolve_precision(settings, cuda=cuda)
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    with deepspeed_loading(settings, precision, world_size):  # ZeRO-3: partitioned as from_pretrained loads
+        model, tokenizer = load_model_and_tokenizer(settings, train_texts=texts, cache_dir=unit.tokenizer_cache,
+                                                    device="cuda" if cuda else "cpu", seed=unit.seed)
     prepare_model_for_training(model)
     train_set, eval_set = encode_sets(tokenizer, settings, train_frame, eval_frame)
-    precision = resolve_precision(settings, cuda=cuda)
-    trainer = build_trainer(unit, model, tokenizer, train_set, eval_set, precision, cuda, report)
+    batches = unit_token_batches(settings, model, train_set, precision=precision, cuda=cuda, seed=unit.seed,
+                                 packed=settings.kind == "causal" and use_packing(settings, cuda),
+                                 recorded_budget=_recorded_budget(unit))
+    trainer = build_trainer(unit, model, tokenizer, train_set, eval_set, precision, cuda, report, batches=batches)
     return UnitRun(unit, model, tokenizer, trainer, precision, cuda, len(train_set), len(eval_set or []),
-                   *count_parameters(model))
+                   *count_parameters(model), batch_plan=batches.plan if batches is not None else None)
+
+
+def _recorded_budget(unit: UnitConfig) -> int | None:
+    """The token budget the checkpoint a resume continues from was trained with (None
+    when there is none): an `auto` budget must not change within a unit's training."""
+    if not unit.resume or not unit.resume_dir.is_dir():
+        return None
+    from raysum.training.callbacks import sealed_record
+
+    checkpoint = last_complete_checkpoint(unit.resume_dir)
+    return sealed_record(Path(checkpoint)).get("max_tokens_per_batch") if checkpoint else None
 
 
 def encode_sets(tokenizer, settings, train_frame, eval_frame) -> tuple[list[dict], list[dict] | None]:
@@ -200,38 +222,55 @@ def encode_sets(tokenizer, settings, train_frame, eval_frame) -> tuple[list[dict
 
 
 def build_trainer(unit: UnitConfig, model, tokenizer, train_set, eval_set, precision: str, cuda: bool,
-                  report: Report | None):
-    from transformers import Trainer
+                  report: Report | None, batches=None):
     from transformers.trainer_callback import PrinterCallback
 
     from raysum.training.arguments import build_training_arguments
-    from raysum.training.callbacks import CheckpointSeal, EpochReport, EpochScore, MetricsLog
+    from raysum.training.callbacks import CheckpointEvery, CheckpointSeal, EpochReport, EpochScore, MetricsLog
     from raysum.training.collators import make_collator
     from raysum.training.tracking import tracking_callbacks
+    from raysum.training.trainer import UnitTrainer
 
     settings = unit.model
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     args = build_training_arguments(settings, unit.resume_dir, num_examples=len(train_set), has_eval=eval_set is not None,
                                     precision=precision, cuda=cuda, seed=unit.seed, world_size=world_size,
-                                    run_name=unit.name)
-    callbacks = [MetricsLog(unit.metrics_path, settings.batch_size * settings.gradient_accumulation_steps * world_size),
-                 CheckpointSeal()]
+                                    run_name=unit.name, batch_plan=batches.plan if batches is not None else None)
+    plan = batches.plan if batches is not None else None  # token-budget micro-batches (raysum.training.batching)
+    per_step = (plan.examples_per_step if plan is not None
+                else settings.batch_size * settings.gradient_accumulation_steps * world_size)
+    callbacks = [MetricsLog(unit.metrics_path, per_step), CheckpointEvery(settings.checkpoint_every),
+                 CheckpointSeal({"max_tokens_per_batch": plan.max_tokens_per_batch} if plan is not None else None)]
     callbacks += tracking_callbacks(unit.tracking, unit.tracking_dir, unit.name)
     if unit.epoch_score and eval_set is not None:
         callbacks.append(EpochScore(lambda model: score_eval_part(model, tokenizer, unit)))
     if report is not None:
         callbacks.append(EpochReport(report, has_eval=eval_set is not None))
-    trainer = Trainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
-                      data_collator=make_collator(settings, tokenizer, model, pad_to_multiple_of=8 if cuda else None,
-                                                  packed=use_packing(settings, cuda)),
-                      processing_class=tokenizer, callbacks=callbacks)
+    packed = use_packing(settings, cuda)
+    if packed and settings.kind == "causal":
+        from raysum.training.attention import use_varlen_attention
+
+        use_varlen_attention(model)  # packed rows attend per example, no dense mask; generation falls back to sdpa
+    trainer = UnitTrainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
+                          data_collator=make_collator(settings, tokenizer, model,
+                                                      pad_to_multiple_of=8 if cuda else None, packed=packed),
+                          processing_class=tokenizer, callbacks=callbacks)
     trainer.remove_callback(PrinterCallback)  # metrics.jsonl has every logged value
+    trainer.token_batches = batches  # UnitTrainer.get_train_dataloader: token-budget micro-batches
     return trainer
 
 
 def use_packing(settings, cuda: bool) -> bool:
-    """Packed causal batches on GPU (or when asked); padded on CPU, where packing is slower."""
-    return settings.packing == "packed" or (settings.packing == "auto" and cuda)
+    """Packed (padding-free) causal batches when asked (`packed`; off CUDA the attention
+    runs once per example, correct but slower) or, for `auto`, where torch's varlen flash
+    kernel is there and passed its check, in half precision; padded batches otherwise."""
+    if settings.packing != "auto":
+        return settings.packing == "packed"
+    if not cuda:
+        return False
+    from raysum.training.attention import varlen_available
+
+    return settings.precision != "fp32" and varlen_available()  # auto precision on CUDA is bf16 or fp16
 
 
 def read_table(path: str, columns: tuple[str, ...]):
@@ -288,7 +327,8 @@ def _generating(model):
 
 # ---------------------------------------------------------------- train
 def train(run: UnitRun) -> dict:
-    """Run the trainer, continuing from the last intermediate checkpoint when resuming."""
+    """Run the trainer, continuing from the last intermediate checkpoint when resuming;
+    `train_s` times the Trainer's loop alone, the last resume checkpoint is written after it."""
     unit = run.unit
     checkpoint = None
     if unit.resume and unit.resume_dir.is_dir():
@@ -303,8 +343,26 @@ def train(run: UnitRun) -> dict:
             _drop_metrics_after(unit.metrics_path, _checkpoint_step(checkpoint))
     started = time.perf_counter()
     result = run.trainer.train(resume_from_checkpoint=checkpoint)
-    return {"train_s": round(time.perf_counter() - started, 3), "steps": result.global_step,
-            "train_loss_mean": result.training_loss, "resumed_from_step": _checkpoint_step(checkpoint)}
+    train_s = round(time.perf_counter() - started, 3)
+    started = time.perf_counter()
+    save_last_resume_checkpoint(run)
+    return {"train_s": train_s, "steps": result.global_step, "train_loss_mean": result.training_loss,
+            "resumed_from_step": _checkpoint_step(checkpoint),
+            "resume_checkpoint_s": round(time.perf_counter() - started, 3)}
+
+
+def save_last_resume_checkpoint(run: UnitRun) -> None:
+    """The resume checkpoint of the trained state, written after the timed loop (CheckpointEvery
+    keeps the Trainer from writing it inside): a unit stopped while it saves or generates
+    resumes here instead of training again. None with checkpoint_every 0, or when the
+    unit resumed from this very step. The Trainer's own save and seal, called as its loop
+    calls them at an epoch end."""
+    trainer, unit = run.trainer, run.unit
+    step = trainer.state.global_step
+    if not unit.model.checkpoint_every or _checkpoint_step(last_complete_checkpoint(unit.resume_dir)) == step:
+        return
+    trainer._save_checkpoint(trainer.model_wrapped, trial=None)
+    trainer.control = trainer.callback_handler.on_save(trainer.args, trainer.state, trainer.control)
 
 
 def last_complete_checkpoint(resume_dir: Path, remove_others: bool = False) -> str | None:
@@ -442,7 +500,8 @@ def _model_for_generation(run: UnitRun):
     trainer, settings = run.trainer, run.unit.model
     trainer.optimizer = trainer.lr_scheduler = None
     if settings.deepspeed == "zero3":
-        model, _ = load_trained_model(settings, run.unit.checkpoint_dir, device="cuda")
+        with _zero3_off(trainer.args):  # whole weights for one process's generation, not partitioned ones
+            model, _ = load_trained_model(settings, run.unit.checkpoint_dir, device="cuda")
     else:
         model = trainer.accelerator.unwrap_model(trainer.model)
         if settings.lora is not None and settings.quantization is None:
@@ -454,6 +513,23 @@ def _model_for_generation(run: UnitRun):
             model.to(torch_dtype(run.precision))
     model.config.use_cache = True
     return model.eval()
+
+
+@contextlib.contextmanager
+def _zero3_off(args):
+    """transformers loads every model with `deepspeed.zero.Init` (each rank a shard) while a
+    ZeRO-3 config is registered, and the Trainer's arguments `args` keep theirs registered:
+    generation on the main process alone needs whole weights, so the registration is lifted
+    while it loads, and put back after."""
+    from transformers.integrations.deepspeed import set_hf_deepspeed_config, unset_hf_deepspeed_config
+
+    unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        registered = getattr(args, "hf_deepspeed_config", None)
+        if registered is not None:
+            set_hf_deepspeed_config(registered)
 
 
 # ---------------------------------------------------------------- finish
@@ -475,6 +551,8 @@ def finish(run: UnitRun, train_stats: dict, predictions, timing: dict, started_a
         "device": torch.cuda.get_device_name() if run.cuda else "cpu",
         "precision": run.precision,
         "train_s": train_stats["train_s"],
+        "save_s": train_stats["save_s"],  # the final weights (checkpoint/), outside train_s
+        "resume_checkpoint_s": train_stats["resume_checkpoint_s"],  # the last resume checkpoint, outside train_s
         "generate_s": timing["generate_s"],
         "decodings": decoding_table(unit.model),
         "decodings_generate_s": timing["decodings_s"],
@@ -483,6 +561,7 @@ def finish(run: UnitRun, train_stats: dict, predictions, timing: dict, started_a
         "epochs": unit.model.epochs,
         "steps": train_stats["steps"],
         "resumed_from_step": train_stats["resumed_from_step"],
+        **_batching_record(run),
         "train_loss": losses[-1] if losses else None,
         "train_loss_mean": train_stats["train_loss_mean"],
         "eval_loss": eval_losses[-1] if eval_losses else None,
@@ -501,6 +580,15 @@ def finish(run: UnitRun, train_stats: dict, predictions, timing: dict, started_a
         unit.files.write_info(summary)
         shutil.rmtree(unit.resume_dir, ignore_errors=True)
     return summary
+
+
+def _batching_record(run: UnitRun) -> dict:
+    """The summary's `batching`: what a token budget made of the batches, or that `auto` was off."""
+    if run.batch_plan is not None:
+        return {"batching": run.batch_plan.record()}
+    if run.unit.model.max_tokens_per_batch == "auto":
+        return {"batching": {"max_tokens_per_batch": 0, "source": "auto (off without CUDA)"}}
+    return {}
 
 
 def _reportable(summary: dict) -> dict:

@@ -96,5 +96,10 @@ def _number_problems(s) -> list[str]:
         (s.max_length >= 1, "max_length must be >= 1"),
         (s.no_repeat_ngram_size >= 0, "no_repeat_ngram_size must be >= 0"),
         (s.generation_batch_size >= 1, "generation_batch_size must be >= 1"),
+        (s.checkpoint_every >= 0, "checkpoint_every must be >= 0"),
+        (s.dataloader_num_workers >= 0, "dataloader_num_workers must be >= 0"),
     ]
+    budget = s.max_tokens_per_batch
+    if budget != "auto" and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 0):
+        checks.append((False, f"max_tokens_per_batch must be a whole number >= 0 or auto, got {budget!r}"))
     return [message for ok, message in checks if not ok]
