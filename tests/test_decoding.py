@@ -49,6 +49,38 @@ def test_too_many_settings_and_unknown_keys_are_one_error_before_any_work(tmp_pa
     assert "--decoding_trials needs --decoding_space" in capsys.readouterr().err
 
 
+def test_sampling_is_a_decoding_setting_checked_like_the_others(capsys):
+    import dataclasses
+
+    from raysum.config import load_preset
+    from raysum.generation.decodings import decoding_problems, decoding_table, sampling_seed, with_decoding
+
+    sampled = {"num_beams": 1, "do_sample": True, "temperature": 0.7, "top_p": 0.9}
+    settings = dataclasses.replace(load_preset("tiny-llama"), decoding_settings=[sampled, sampled, {"num_beams": 1}])
+    assert decoding_problems(settings) == []  # a sampled setting given twice: two labels, two seeds
+    table = decoding_table(settings)
+    assert table["d0"] == {"num_beams": 4, "length_penalty": 1.0, "no_repeat_ngram_size": 3, "max_length": 60}
+    assert table["d1"] == table["d2"] == {**table["d0"], **sampled}
+    assert sampling_seed(42, "d1") != sampling_seed(42, "d2") and sampling_seed(42, "d1") == sampling_seed(42, "d1")
+    chosen = with_decoding(settings, table["d1"])
+    assert (chosen.do_sample, chosen.temperature, chosen.top_p, chosen.num_beams) == (True, 0.7, 0.9, 1)
+    assert with_decoding(chosen, table["d3"]).do_sample is False  # a decoding without sampling keys does not sample
+
+    bad = dataclasses.replace(settings, decoding_settings=[
+        {"do_sample": True}, {"temperature": 0.0, "top_p": 1.5, "do_sample": "yes"}, {"temperature": 0.5}])
+    problems = decoding_problems(bad)
+    assert "decoding_settings[1]: temperature must be a number in (0, 10], got 0.0" in problems
+    assert "decoding_settings[1]: top_p must be a number in (0, 1], got 1.5" in problems
+    assert "decoding_settings[1]: do_sample must be true or false, got 'yes'" in problems
+    bad = dataclasses.replace(settings, decoding_settings=[{"do_sample": True}, {"temperature": 0.5}])
+    problems = decoding_problems(bad)
+    assert any("d1: do_sample samples with num_beams 1, got num_beams 4" in p for p in problems)
+    assert any("d2: temperature only act(s) with do_sample: true" in p for p in problems)
+    assert main(["config", "show", "--models", "tiny-bart", "--decoding_settings", "{do_sample: true, num_beams: 1}",
+                 "{do_sample: true, num_beams: 1, top_p: 0}"]) == 2
+    assert "top_p must be a number in (0, 1], got 0" in capsys.readouterr().err
+
+
 def test_decoding_space_draws_seeded_settings_inside_the_space(capsys):
     from raysum.tune.space import admitted, load_space
 

@@ -291,6 +291,35 @@ def test_saved_checkpoint_reproduces_the_predictions(finished_units, data_dir):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(torch.cuda.is_available(), reason="units on CUDA generate in half precision")
+@pytest.mark.parametrize("preset", ["tiny-bart", "tiny-llama"])
+def test_predict_unit_reproduces_the_units_predictions(finished_units, data_dir, tmp_path, preset):
+    """`raysum predict`'s unit body: the saved checkpoint through its own prepared engine."""
+    from raysum.training import predict_unit
+
+    unit_dir, _, _ = finished_units[preset]
+    config = unit_config(data_dir, unit_dir, preset)
+    out = predict_unit({"unit_dir": str(unit_dir), "model": config["model"], "fold": 0,
+                        "predict": {"dev": config["predict"]["dev"]}, "output_path": str(tmp_path / "p.parquet")})
+    again = pd.read_parquet(out)
+    saved = pd.read_parquet(unit_dir / "predictions.parquet").query("split == 'dev' and decoding == 'd0'")
+    assert again["text"].tolist() == saved["text"].tolist()
+    assert again["logprob"].tolist() == pytest.approx(saved["logprob"].tolist(), abs=1e-4)
+
+
+@pytest.mark.slow
+def test_a_sampled_setting_given_twice_gives_two_candidates_per_dialogue(data_dir, tmp_path):
+    sampled = {"num_beams": 1, "do_sample": True, "temperature": 1.5}
+    config = unit_config(data_dir, tmp_path / "unit", "tiny-bart", epochs=1, decoding_settings=[sampled, sampled])
+    config["predict"] = {"dev": config["predict"]["dev"]}
+    summary = run_unit(config)
+    assert summary["decodings"]["d1"] == summary["decodings"]["d2"]
+    rows = pd.read_parquet(tmp_path / "unit" / "predictions.parquet")
+    texts = rows.pivot_table(index="fname", columns="decoding", values="text", aggfunc="first")
+    assert (texts["d1"] != texts["d2"]).any()  # each label draws with its own seed
+
+
+@pytest.mark.slow
 def test_lora_unit_on_a_checkpoint_saves_only_the_adapter(data_dir, tmp_path):
     from raysum.models import load_model_and_tokenizer
 

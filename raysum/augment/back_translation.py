@@ -134,20 +134,21 @@ class Translator:
         return out
 
     def _translate_once(self, tokenizer, model, texts: list[str]) -> list[str]:
-        import torch
+        """Each distinct text once, through the generation engine: length-sorted batches of at
+        most `batch_size` texts (the engine's token budget on CUDA), beam search as the
+        checkpoint's own generate would run it (no early stopping)."""
+        from raysum.generation import Decoding, GenerationEngine
 
         # Positions past the model's table do not exist: the decoder's start token takes one.
         positions = getattr(model.config, "max_position_embeddings", None) or 10**6
         max_input, max_new = min(self.max_input_tokens, positions), min(self.max_new_tokens, positions - 1)
         distinct = sorted(set(texts), key=len)
-        done: dict[str, str] = {}
-        for start in range(0, len(distinct), self.batch_size):
-            batch = distinct[start:start + self.batch_size]
-            enc = tokenizer(batch, return_tensors="pt", padding=True, truncation=True,
-                            max_length=max_input).to(self.device)
-            with torch.inference_mode():
-                generated = model.generate(**enc, num_beams=self.num_beams, max_new_tokens=max_new)
-            done.update(zip(batch, (t.strip() for t in tokenizer.batch_decode(generated, skip_special_tokens=True))))
+        sources = [list(ids) for ids in tokenizer(distinct, truncation=True, max_length=max_input)["input_ids"]]
+        decoding = Decoding(num_beams=self.num_beams, max_new_tokens=max_new, early_stopping=False)
+        # dynamic KV cache: compiling a translator for one augmentation pass costs more than it saves
+        rows = GenerationEngine(model, tokenizer, cache="dynamic").generate(sources, decoding, self.batch_size)
+        translated = tokenizer.batch_decode([row.tokens for row in rows], skip_special_tokens=True)
+        done = dict(zip(distinct, (t.strip() for t in translated)))
         return [done[text] for text in texts]
 
 

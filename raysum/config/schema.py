@@ -106,10 +106,18 @@ class ModelSettings:
     max_length: int = doc("maximum generated summary tokens", 100, at_least=1)
     length_penalty: float = doc("beam-search length penalty", 1.0, above=0, at_most=10)
     no_repeat_ngram_size: int = doc("forbid repeating n-grams of this size at generation (0 = off)", 0, at_least=0)
+    do_sample: bool = doc("sample the summary (num_beams 1; seeded per decoding setting and dialogue) instead of "
+                          "searching for it", False)
+    temperature: float = doc("sampling temperature (do_sample only)", 1.0, above=0, at_most=10)
+    top_p: float = doc("sampling: keep the smallest set of tokens with this much probability (do_sample only; "
+                       "1 = all)", 1.0, above=0, at_most=1)
     decoding_settings: list[dict] = doc(
         "up to 3 more decoding settings (d1..d3), each a partial override of num_beams, length_penalty, "
-        "no_repeat_ngram_size, max_length; OOF and dev are generated once per setting", default_factory=list)
-    generation_batch_size: int = doc("dialogues per generation batch (sorted by length)", 64, at_least=1)
+        "no_repeat_ngram_size, max_length, do_sample, temperature, top_p; OOF and dev are generated once per "
+        "setting (a sampled setting may repeat another: each label draws its own samples)", default_factory=list)
+    generation_batch_size: int = doc(
+        "most dialogues per generation batch; batches are sorted by length and cut by a token budget (on CUDA "
+        "from free GPU memory, on CPU this many rows)", 64, at_least=1)
     prompt_template: str = doc(
         "causal LMs: user message of the chat template; {dialogue} is replaced by the dialogue",
         "다음 대화를 요약하세요.\n{dialogue}")

@@ -1,6 +1,7 @@
-"""Generation: summaries for many dialogues, batched by length, with token counts and
-mean token log-probs (the candidates' raw material)."""
+"""Generation: one engine per unit that every pass goes through — length-sorted batches
+by token budget, token counts and mean token log-probs taken on the way (the candidates'
+raw material), seeded sampling."""
 
-from raysum.generation.summaries import generate_summaries
+from raysum.generation.engine import Decoding, Generated, GenerationEngine, generate_summaries, prepare_model
 
-__all__ = ["generate_summaries"]
+__all__ = ["Decoding", "Generated", "GenerationEngine", "generate_summaries", "prepare_model"]

@@ -14,6 +14,16 @@ The candidates table's ``decoding`` column holds the label. Scores, ensembles, t
 submission and ``raysum predict`` use ``d0`` only (:func:`default_decoding`); the other
 labels are there for ``raysum tune --space search_spaces/decoding.yaml``, which picks a
 setting per model on the cached candidates.
+
+Sampling is a decoding setting too: ``{do_sample: true, temperature: 0.8, top_p: 0.95}``
+(``num_beams: 1``; temperature and top_p only with do_sample). Each label samples with
+its own seed (:func:`sampling_seed`: the unit's seed and the label), so the same sampled
+setting given twice gives two different candidates per dialogue — that is how a unit
+produces several sampled candidates for voting or stacking: one per label, since the
+candidates table holds one row per (split, fname, model, fold, tta, decoding) and has no
+column that would tell several samples of one label apart (``num_return_sequences`` is
+therefore not a decoding key). The sampling keys are left out of a table entry that does
+not sample, so the settings of beam and greedy decodings read as before.
 """
 
 from __future__ import annotations
@@ -25,7 +35,10 @@ from typing import Any
 
 from raysum.experiment.candidates import DECODING_COLUMN as COLUMN, DEFAULT_DECODING as DEFAULT
 
-DECODING_KEYS = ("num_beams", "length_penalty", "no_repeat_ngram_size", "max_length")
+SEARCH_KEYS = ("num_beams", "length_penalty", "no_repeat_ngram_size", "max_length")
+SAMPLING_KEYS = ("do_sample", "temperature", "top_p")
+SAMPLING_OFF = {"do_sample": False, "temperature": 1.0, "top_p": 1.0}
+DECODING_KEYS = SEARCH_KEYS + SAMPLING_KEYS
 MAX_DECODINGS = 4  # per unit, the model's own settings included
 # What each key accepts: (type check, bound check, description).
 _RULES = {
@@ -33,6 +46,9 @@ _RULES = {
     "max_length": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "no_repeat_ngram_size": (lambda v: _is_int(v) and v >= 0, "an integer >= 0 (0 = off)"),
     "length_penalty": (lambda v: _is_number(v) and 0 < v <= 10, "a number in (0, 10]"),
+    "do_sample": (lambda v: isinstance(v, bool), "true or false"),
+    "temperature": (lambda v: _is_number(v) and 0 < v <= 10, "a number in (0, 10]"),
+    "top_p": (lambda v: _is_number(v) and 0 < v <= 1, "a number in (0, 1]"),
 }
 
 
@@ -42,28 +58,44 @@ def label(index: int) -> str:
 
 def own_settings(settings) -> dict:
     """The model's own decoding settings (what ``d0`` generates with)."""
-    return {key: getattr(settings, key) for key in DECODING_KEYS}
+    return _shown({key: getattr(settings, key) for key in DECODING_KEYS})
 
 
 def decoding_table(settings) -> dict[str, dict]:
     """{label: full decoding settings} of one model: d0 its own, then its decoding_settings."""
-    own = own_settings(settings)
-    table = {DEFAULT: own}
+    own = {key: getattr(settings, key) for key in DECODING_KEYS}
+    table = {DEFAULT: _shown(own)}
     for i, extra in enumerate(settings.decoding_settings or [], start=1):
-        table[label(i)] = {**own, **extra}
+        table[label(i)] = _shown({**own, **extra})
     return table
 
 
 def with_decoding(settings, decoding: dict):
-    """``settings`` generating with ``decoding`` (the extra settings cleared)."""
-    return replace(settings, decoding_settings=[], **{k: decoding[k] for k in DECODING_KEYS if k in decoding})
+    """``settings`` generating with ``decoding`` (the extra settings cleared; a decoding
+    without sampling keys does not sample)."""
+    values = {**SAMPLING_OFF, **{k: decoding[k] for k in DECODING_KEYS if k in decoding}}
+    return replace(settings, decoding_settings=[], **values)
+
+
+def sampling_seed(seed: int, decoding: str) -> int:
+    """The seed a unit with ``seed`` samples the decoding labelled ``decoding`` with."""
+    from raysum.generation._sampling import setting_seed
+
+    return setting_seed(seed, decoding)
+
+
+def _shown(decoding: dict) -> dict:
+    """A decoding without its sampling keys when it does not sample (they do nothing then)."""
+    if decoding.get("do_sample"):
+        return decoding
+    return {k: v for k, v in decoding.items() if k not in SAMPLING_KEYS}
 
 
 def decoding_problems(settings) -> list[str]:
     """Problems of a model's ``decoding_settings`` (count, keys, values, repeats)."""
     extras = settings.decoding_settings
     if extras is None:
-        return []
+        extras = []
     if not isinstance(extras, list):
         return [f"decoding_settings must be a list of mappings, got {extras!r}"]
     out = []
@@ -83,13 +115,29 @@ def decoding_problems(settings) -> list[str]:
                 out.append(f"{where}: {key} must be {_RULES[key][1]}, got {value!r}")
     if out:
         return out
+    own = {key: getattr(settings, key) for key in DECODING_KEYS}
     seen: dict[str, str] = {}
-    for name, decoding in decoding_table(settings).items():
+    given = [set(own), *(set(e) for e in extras)]
+    for (name, decoding), extra, keys in zip(decoding_table(settings).items(), [{}, *extras], given):
+        out += _combination_problems(name, {**own, **extra}, keys)
         key = repr(sorted(decoding.items()))
-        if key in seen:
+        if key in seen and not decoding.get("do_sample"):  # a sampled repeat draws other samples (its own seed)
             out.append(f"decoding_settings: {name} repeats {seen[key]} ({decoding}); every setting must differ")
         seen.setdefault(key, name)
     return out
+
+
+def _combination_problems(name: str, decoding: dict, given: set[str]) -> list[str]:
+    """Sampling keys that cannot act together with the rest of a full decoding (for the
+    sampling-only keys: those the setting gives itself)."""
+    where = "the model's own settings" if name == DEFAULT else f"decoding setting {name}"
+    if decoding.get("do_sample"):
+        if decoding.get("num_beams") != 1:
+            return [f"{where}: do_sample samples with num_beams 1, got num_beams {decoding.get('num_beams')} "
+                    "(give num_beams: 1 with it)"]
+        return []
+    unused = [k for k in ("temperature", "top_p") if k in given and decoding[k] != 1.0]
+    return [f"{where}: {', '.join(unused)} only act(s) with do_sample: true"] if unused else []
 
 
 def default_decoding(candidates):

@@ -426,34 +426,40 @@ def generate(run: UnitRun):
 
     if not run.trainer.is_world_process_zero():
         return pd.DataFrame(columns=list(PREDICTION_COLUMNS)), {"generate_s": 0.0, "decodings_s": {}}
-    unit, model = run.unit, _model_for_generation(run)
-    frame, generate_s = _predict_splits(model, run.tokenizer, unit, unit.predict)
+    unit, engine = run.unit, _model_for_generation(run)  # one engine for every pass below
+    frame, generate_s = _predict_splits(engine, run.tokenizer, unit, unit.predict)
     frames, extra_s = [frame], {}
     splits = {k: v for k, v in unit.predict.items() if k in DECODING_SPLITS}
     for name, decoding in decoding_table(unit.model).items():
         if name == DEFAULT_DECODING or not splits:
             continue
-        frame, extra_s[name] = _predict_splits(model, run.tokenizer, unit, splits, name,
+        frame, extra_s[name] = _predict_splits(engine, run.tokenizer, unit, splits, name,
                                                with_decoding(unit.model, decoding))
         frames.append(frame)
     return pd.concat(frames, ignore_index=True), {"generate_s": generate_s, "decodings_s": extra_s}
 
 
-def _predict_splits(model, tokenizer, unit: UnitConfig, splits: dict[str, str], decoding: str = DEFAULT_DECODING,
+def _predict_splits(engine, tokenizer, unit: UnitConfig, splits: dict[str, str], decoding: str = DEFAULT_DECODING,
                     settings: ModelSettings | None = None):
     """Generate for each split's parquet (fname, dialogue); one table in PREDICTION_COLUMNS.
     A key "dev|paraphrase_1" is the dev split's TTA variant paraphrase_1 (plain "dev": tta none).
-    ``settings`` (default: the unit's model) decide the decoding labelled ``decoding``."""
+    ``settings`` (default: the unit's model) decide the decoding labelled ``decoding``.
+    ``engine``: the unit's GenerationEngine, or a model that keeps training (an engine
+    borrows it for this pass: dynamic KV cache, nothing merged or cast)."""
     import pandas as pd
 
-    from raysum.generation import generate_summaries
+    from raysum.generation import GenerationEngine
+    from raysum.generation.decodings import sampling_seed
 
+    if not isinstance(engine, GenerationEngine):
+        engine = GenerationEngine(engine, tokenizer, cache="dynamic")
     settings, frames = settings or unit.model, []
+    seed = sampling_seed(unit.seed, decoding)
     started = time.perf_counter()
     for key, path in splits.items():
         split, _, tta = key.partition("|")
         table = read_table(path, ("fname", "dialogue"))
-        outputs = generate_summaries(model, tokenizer, settings, table["dialogue"].tolist())
+        outputs = engine.summaries(settings, table["dialogue"].tolist(), seed=seed)
         frame = pd.DataFrame(outputs, columns=["text", "n_tokens", "logprob"])
         frame.insert(0, "split", split)
         frame.insert(1, "fname", table["fname"].tolist())
@@ -474,27 +480,35 @@ def predict_unit(config: dict) -> str:
     fname, dialogue) or input_path + split. Returns output_path."""
     import torch
 
-    from raysum.models import load_trained_model
+    from raysum.generation import GenerationEngine, prepare_model
+    from raysum.models import load_trained_model, resolve_precision, torch_dtype
 
     settings = config["model"]
     settings = settings if isinstance(settings, ModelSettings) else model_settings_from_dict(settings)
-    unit = UnitConfig(unit_dir=Path(config["unit_dir"]), model=settings, train_path="", fold=config.get("fold"))
-    if read_finished_unit(unit.unit_dir) is None:
-        raise RaysumError(f"unit {unit.unit_dir} is not finished: no checkpoint to predict with")
-    model, tokenizer = load_trained_model(settings, unit.checkpoint_dir,
-                                          device="cuda" if torch.cuda.is_available() else "cpu")
-    model.config.use_cache = True
+    finished = read_finished_unit(config["unit_dir"])
+    if finished is None:
+        raise RaysumError(f"unit {config['unit_dir']} is not finished: no checkpoint to predict with")
+    # the unit's seed: a sampled setting draws the samples it drew in training
+    unit = UnitConfig(unit_dir=Path(config["unit_dir"]), model=settings, train_path="", fold=config.get("fold"),
+                      seed=finished.get("seed", 42))
+    cuda = torch.cuda.is_available()
+    model, tokenizer = load_trained_model(settings, unit.checkpoint_dir, device="cuda" if cuda else "cpu")
+    precision = resolve_precision(settings, cuda=cuda)
+    half = cuda and settings.quantization is None and precision != "fp32"
+    model = prepare_model(model, dtype=torch_dtype(precision) if half else None,
+                          merge_lora=settings.quantization is None)
     splits = config.get("predict") or {config.get("split", "test"): config["input_path"]}
-    frame, _ = _predict_splits(model, tokenizer, unit, splits)
+    frame, _ = _predict_splits(GenerationEngine(model, tokenizer), tokenizer, unit, splits)
     write_parquet(Path(config["output_path"]), frame)
     return config["output_path"]
 
 
 def _model_for_generation(run: UnitRun):
-    """The trained model, ready for fast generation: optimizer state freed, LoRA merged
-    (not into 4-bit weights), KV cache back on, half precision on GPU."""
+    """The unit's generation engine over the trained model, prepared once: optimizer state
+    freed, LoRA merged (not into 4-bit weights), half precision on GPU, eval mode, KV cache on."""
     import torch
 
+    from raysum.generation import GenerationEngine, prepare_model
     from raysum.models import load_trained_model, torch_dtype
 
     trainer, settings = run.trainer, run.unit.model
@@ -504,15 +518,13 @@ def _model_for_generation(run: UnitRun):
             model, _ = load_trained_model(settings, run.unit.checkpoint_dir, device="cuda")
     else:
         model = trainer.accelerator.unwrap_model(trainer.model)
-        if settings.lora is not None and settings.quantization is None:
-            model = model.merge_and_unload()
-    if run.cuda:
+    half = run.cuda and settings.quantization is None and run.precision != "fp32"
+    model = prepare_model(model, dtype=torch_dtype(run.precision) if half else None,
+                          merge_lora=settings.lora is not None and settings.quantization is None)
+    if run.cuda:  # the optimizer state and the fp32 weights go back to the GPU for the KV cache
         gc.collect()
         torch.cuda.empty_cache()
-        if settings.quantization is None and run.precision != "fp32":
-            model.to(torch_dtype(run.precision))
-    model.config.use_cache = True
-    return model.eval()
+    return GenerationEngine(model, run.tokenizer)
 
 
 @contextlib.contextmanager
