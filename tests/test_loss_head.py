@@ -105,6 +105,30 @@ def test_loss_from_label_positions_equals_the_full_logits_loss(preset, kind, wit
 
 
 @pytest.mark.parametrize("kind", ["packed", "padded"])
+def test_a_transformers_without_mask_slicing_keeps_positions(kind, tmp_path, monkeypatch):
+    """Older transformers take `logits_to_keep` as positions only: the positions with a
+    label in any row are kept, then each row's own; same loss and gradients."""
+    from raysum.training import trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "keeps_by_mask", lambda: False)
+    model = lora_model("tiny-llama")
+    if kind == "packed":
+        attention.use_varlen_attention(model)
+    trainer = unit_trainer(model, tmp_path)
+    batch = batches(kind)
+    model.zero_grad()
+    full = model(**batch).loss
+    full.backward()
+    expected = grads(model)
+    model.zero_grad()
+    loss = trainer.compute_loss(model, batch)
+    loss.backward()
+    assert loss.item() == pytest.approx(full.item(), rel=1e-5)
+    for name, grad in grads(model).items():
+        assert (grad - expected[name]).abs().max() <= 1e-5 * expected[name].abs().max(), name
+
+
+@pytest.mark.parametrize("kind", ["packed", "padded"])
 def test_training_step_equals_the_default_trainers(kind, tmp_path, head_rows):
     """Through `training_step` (accelerator backward, gradient-accumulation scaling): the
     same loss and gradients as transformers' Trainer, from fewer logits rows."""

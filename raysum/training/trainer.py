@@ -6,6 +6,7 @@ AMP, exact resume), with the changes a summarization unit needs and nothing else
 
 from __future__ import annotations
 
+import functools
 import inspect
 
 import torch
@@ -48,10 +49,16 @@ class UnitTrainer(Trainer):
         if shift_labels is None:
             shift_labels = F.pad(labels, (0, 1), value=IGNORE_INDEX)[..., 1:]
         keep = shift_labels != IGNORE_INDEX
-        outputs = model(**inputs, logits_to_keep=keep)
-        targets = shift_labels[keep].to(outputs.logits.device)
+        if keeps_by_mask():
+            outputs = model(**inputs, logits_to_keep=keep)
+            logits = outputs.logits
+        else:  # older transformers: positions kept in every row (one row when packed), then each row's own
+            positions = keep.any(dim=0).nonzero().view(-1)
+            outputs = model(**inputs, logits_to_keep=positions)
+            logits = outputs.logits[keep[:, positions].to(outputs.logits.device)]
+        targets = shift_labels[keep].to(logits.device)
         by_items = self.model_accepts_loss_kwargs and num_items_in_batch is not None
-        loss = F.cross_entropy(outputs.logits.float(), targets, reduction="sum" if by_items else "mean")
+        loss = F.cross_entropy(logits.float(), targets, reduction="sum" if by_items else "mean")
         if by_items:
             loss = loss / (num_items_in_batch.to(loss.device) if torch.is_tensor(num_items_in_batch)
                            else num_items_in_batch)
@@ -70,6 +77,17 @@ class UnitTrainer(Trainer):
         from raysum.training.batching import train_dataloader
 
         return train_dataloader(self, batches)
+
+
+@functools.cache
+def keeps_by_mask() -> bool:
+    """Whether this transformers slices hidden states by a boolean (rows, length)
+    `logits_to_keep` mask (`slice_logits_to_keep`); older versions take positions only."""
+    try:
+        from transformers.modeling_utils import slice_logits_to_keep
+    except ImportError:
+        return False
+    return "torch.bool" in inspect.getsource(slice_logits_to_keep)
 
 
 def _takes_logits_to_keep(model) -> bool:
