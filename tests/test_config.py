@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import subprocess
 import sys
@@ -119,6 +121,33 @@ def test_mode_rules_and_warnings():
                             "augmentation_methods": ["synonym"]}))
     assert any("k_folds is not used in mode single" in w for w in cfg.warnings)
     assert any("use_augmentation is off" in w for w in cfg.warnings)
+
+
+def test_qlora_preset_is_the_bf16_one_with_a_4bit_base():
+    qwen, qlora = load_preset("qwen3-4b"), load_preset("qwen3-4b-qlora")
+    assert qwen.quantization is None and qlora.quantization == "nf4"
+    differing = {f.name for f in dataclasses.fields(qwen) if getattr(qwen, f.name) != getattr(qlora, f.name)}
+    assert differing == {"name", "quantization"}
+
+
+def test_scheduler_clipping_and_generation_batch_reach_the_trainer(capsys):
+    from raysum.training.arguments import training_arguments_kwargs
+
+    tree = _show_json(capsys, "--mode", "multi_model", "--models", "tiny-bart", "tiny-llama",
+                      "--generation_batch_size", "7", "--set", "models.tiny-llama.lr_scheduler=cosine", "--set", "models.tiny-llama.max_grad_norm=0.5")
+    llama, bart = tree["models"]["tiny-llama"], tree["models"]["tiny-bart"]
+    assert llama["generation_batch_size"] == bart["generation_batch_size"] == {"value": 7, "source": "cli"}
+    assert llama["lr_scheduler"] == {"value": "cosine", "source": "cli"}
+    assert bart["lr_scheduler"] == {"value": "linear", "source": "default"}
+    cfg = validate(resolve({"models": ["tiny-llama"]}, overrides=["models.tiny-llama.lr_scheduler=cosine",
+                                                                   "models.tiny-llama.max_grad_norm=0.5"]))
+    args = training_arguments_kwargs(cfg.models["tiny-llama"], "/tmp/x", num_examples=10, has_eval=False,
+                                     precision="fp32", cuda=False, seed=1)
+    assert (args["lr_scheduler_type"], args["max_grad_norm"]) == ("cosine", 0.5)
+    with pytest.raises(ConfigError, match="lr_scheduler 'step': choose linear, cosine, constant_with_warmup"):
+        validate(resolve({"models": ["tiny-llama"]}, overrides=["models.tiny-llama.lr_scheduler=step"]))
+    with pytest.raises(ConfigError, match="max_grad_norm must be"):
+        validate(resolve({"models": ["tiny-llama"]}, overrides=["models.tiny-llama.max_grad_norm=-1"]))
 
 
 def test_model_level_problems():

@@ -100,6 +100,10 @@ class ModelSettings:
     learning_rate: float = doc("peak learning rate (AdamW)", 5e-5, above=0, at_most=1)
     warmup_ratio: float = doc("fraction of optimizer steps with linear warmup", 0.1, at_least=0, below=1)
     weight_decay: float = doc("AdamW weight decay", 0.01, at_least=0, at_most=1)
+    lr_scheduler: str = doc("learning-rate schedule after the warmup: linear, cosine or constant_with_warmup",
+                            "linear")
+    max_grad_norm: float = doc("gradient clipping: largest gradient norm (0 = no clipping)", 1.0, at_least=0,
+                               at_most=1000)
     max_source_length: int = doc("dialogue tokens kept (longer dialogues are truncated)", 512, at_least=8)
     max_target_length: int = doc("summary tokens kept for training", 128, at_least=2)
     num_beams: int = doc("beams at generation", 4, at_least=1)
@@ -144,9 +148,10 @@ class ModelSettings:
 # Per-model fields that a global flag of the same name sets for every model.
 SHARED_FIELDS = (
     "epochs", "batch_size", "learning_rate", "gradient_accumulation_steps", "warmup_ratio",
-    "num_beams", "max_length", "decoding_settings",
+    "num_beams", "max_length", "decoding_settings", "generation_batch_size",
 )
 
+LR_SCHEDULERS = ("linear", "cosine", "constant_with_warmup")  # transformers' SchedulerType names
 MODES = ("single", "kfold", "multi_model", "optuna", "full")
 ONE_MODEL_MODES = ("single", "kfold")
 FOLD_MODES = ("kfold", "full", "optuna")  # optuna: trials validate on fold 0
@@ -163,6 +168,7 @@ class ExperimentConfig:
     warmup_ratio: Optional[float] = doc("warmup ratio (every model)", None)
     num_beams: Optional[int] = doc("beams at generation (every model)", None)
     max_length: Optional[int] = doc("maximum generated summary tokens (every model)", None)
+    generation_batch_size: Optional[int] = doc("most dialogues per generation batch (every model)", None)
     decoding_settings: Optional[list[dict]] = doc(
         "up to 3 more decoding settings per unit (every model), e.g. '{num_beams: 1}' '{length_penalty: 1.4}': "
         "OOF and dev generated once per setting for `raysum tune --space search_spaces/decoding.yaml`", None)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import fields, is_dataclass
 
 from raysum.config.resolve import DEFAULT, ResolvedConfig
-from raysum.config.schema import FOLD_MODES, MODES, ONE_MODEL_MODES, SHARED_FIELDS, ModelSettings, field_bounds
+from raysum.config.schema import FOLD_MODES, LR_SCHEDULERS, MODES, ONE_MODEL_MODES, SHARED_FIELDS, ModelSettings, field_bounds
 
 KINDS = ("seq2seq", "causal")
 # An experiment name becomes one directory name under output_dir: letters (any script), digits,
@@ -145,6 +145,8 @@ def model_problems(m: ModelSettings) -> list[str]:
     checks = [
         (lambda: m.precision in ("auto", "bf16", "fp16", "fp32"), f"precision {m.precision!r}: choose auto, bf16, fp16 or fp32"),
         (lambda: m.packing in ("auto", "packed", "padded"), f"packing {m.packing!r}: choose auto, packed or padded"),
+        (lambda: m.lr_scheduler in LR_SCHEDULERS,
+         f"lr_scheduler {m.lr_scheduler!r}: choose {', '.join(LR_SCHEDULERS)}"),
         (lambda: m.quantization in (None, "nf4"), f"quantization {m.quantization!r}: choose null or nf4"),
         (lambda: m.deepspeed in (None, "zero2", "zero3"), f"deepspeed {m.deepspeed!r}: choose null, zero2 or zero3"),
     ]

@@ -1,5 +1,5 @@
-"""`TrainingArguments` of a unit, from its settings: AdamW, linear schedule with warmup,
-gradient clipping at 1.0, length-grouped batches (or the gradient accumulation of
+"""`TrainingArguments` of a unit, from its settings: AdamW, the learning-rate schedule
+(`lr_scheduler`) after warmup, gradient clipping (`max_grad_norm`), length-grouped batches (or the gradient accumulation of
 token-budget batches), loss-only evaluation once per epoch, bounded intermediate
 checkpoints for resume (`checkpoint_every`), dataloader workers, torch.compile, and the
 DeepSpeed preset if any (with the config ZeRO-3 needs while the model loads)."""
@@ -12,7 +12,6 @@ import math
 from pathlib import Path
 
 DEEPSPEED_DIR = Path(__file__).parent / "deepspeed"
-MAX_GRAD_NORM = 1.0
 
 
 def deepspeed_config_path(preset: str | None) -> str | None:
@@ -45,7 +44,7 @@ def deepspeed_load_config(settings, precision: str, world_size: int = 1) -> dict
         "train_micro_batch_size_per_gpu": micro,
         "gradient_accumulation_steps": accumulation,
         "train_batch_size": world_size * micro * accumulation,
-        "gradient_clipping": MAX_GRAD_NORM,
+        "gradient_clipping": settings.max_grad_norm,
         "optimizer.params.lr": settings.learning_rate,
         "optimizer.params.weight_decay": settings.weight_decay,
         "scheduler.params.warmup_max_lr": settings.learning_rate,
@@ -106,10 +105,10 @@ def training_arguments_kwargs(settings, output_dir: str | Path, *, num_examples:
                                      else settings.gradient_accumulation_steps),
         learning_rate=settings.learning_rate,
         weight_decay=settings.weight_decay,
-        lr_scheduler_type="linear",
+        lr_scheduler_type=settings.lr_scheduler,
         warmup_steps=settings.warmup_ratio,  # transformers 5: a float below 1 is a ratio of all steps
         optim="adamw_torch_fused" if cuda else "adamw_torch",
-        max_grad_norm=MAX_GRAD_NORM,
+        max_grad_norm=settings.max_grad_norm,
         seed=seed,
         data_seed=seed,
         bf16=precision == "bf16",
