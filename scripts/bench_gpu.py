@@ -1,73 +1,94 @@
-"""raysum's training unit next to plain transformers + peft, on one GPU, in one process.
+"""raysum next to plain transformers + peft on one GPU, in one process: training and generation.
 
 For each model shape the script builds a randomly initialised model, saves it with a
 tokenizer trained on the bundled Korean sample (so raysum loads it through the real
-`from_pretrained` path), and trains both sides on the same rows:
+`from_pretrained` path), then generates with both sides and trains both sides:
 
   kobart-shape    BART, d_model 768, 6+6 layers, vocab 30000: full fine-tune
   llama-3b-shape  Llama-3.2-3B: hidden 3072, 28 layers, 24/8 heads, vocab 128256, LoRA r16 x 7 projections
   qwen3-4b-shape  Qwen3-4B: hidden 2560, intermediate 9728, 36 layers, 32/8 heads, head_dim 128,
                   vocab 151936, tied embeddings (the H200 baseline's shape), LoRA r16 x 7 projections
 
-Rows have the H200 baseline's lengths, built deterministically (seed 0) by cutting the
-bundled dialogues and summaries to sampled token counts: KoBART sources of 512 tokens and
-targets of 100; causal rows of 150-512 tokens (uniform, mean ~331) of which 40-100 are
-the summary (with eos).
+Training (bench_gpu_train.py). Rows have the H200 baseline's lengths, built deterministically
+(seed 0) by cutting the bundled dialogues and summaries to sampled token counts: KoBART
+sources of 512 tokens and targets of 100; causal rows of 150-512 tokens (uniform, mean ~331)
+of which 40-100 are the summary (with eos).
 
   plain   `transformers.Trainer` + peft at the strongest plain settings of the H200
           baseline (docs/bench/h200-hf-baseline.json and its length-sorted run): bf16, length-grouped
           batches (`LengthGroupedSampler`), the largest batch measured to fit (KoBART 50,
           causal 8), dense sdpa attention over padded rows, logits at every position;
           `max_steps` = warm-up + timed steps.
-  raysum  `raysum.training.run_unit` (called directly, no Ray) with the presets' settings
-          (kobart, llama-3.2-korean-3b, qwen3-4b; 1 epoch) and its defaults on a GPU:
-          `packing: auto` (packed rows, varlen attention), logits only at summary tokens,
-          `max_tokens_per_batch: auto` (micro-batches sized from free GPU memory).
+  raysum  `raysum.training.run_unit` (called directly, no Ray; it trains, the generation rows
+          below time its engine) with the presets' settings (kobart, llama-3.2-korean-3b,
+          qwen3-4b; 1 epoch) and its defaults on a GPU: `packing: auto` (packed rows, varlen
+          attention), logits only at summary tokens, `max_tokens_per_batch: auto`.
 
 Both sides are timed over the optimizer steps after the first `warm` ones (CUDA
-synchronised at each step end); samples/s, real tokens/s (tokens of the examples, no
-padding) and the peak GPU memory of training are printed with the ratio raysum/plain.
-Beside the times, counts that no machine changes, from the batches each side builds over
-one epoch of the training rows (plain: its sampler with seed 0 and its collator; raysum:
-the unit's own token-budget sampler and collator): real tokens against tokens computed
-(padding efficiency), attention score elements (per layer and head: padded rows x
-width^2; packed rows under raysum's varlen attention sum(len^2), beside (sum len)^2 that a
-dense block-diagonal mask would cost; seq2seq: encoder S^2 + decoder T^2 + cross T x S),
-and vocabulary-head (logits) rows computed against rows that carry loss.
+synchronised at each step end); samples/s, real tokens/s and the peak GPU memory of
+training are printed with the ratio raysum/plain. Beside the times, counts that no machine
+changes (bench_gpu_counts.py), from the batches each side builds over one epoch of the
+training rows: real tokens against tokens computed (padding efficiency), attention score
+elements (per layer and head: padded rows x width^2; packed rows under raysum's varlen
+attention sum(len^2), beside (sum len)^2 that a dense block-diagonal mask would cost;
+seq2seq: encoder S^2 + decoder T^2 + cross T x S), and vocabulary-head (logits) rows
+computed against rows that carry loss.
 
-Generation rows (unchanged from the first version of this script; a later issue reworks
-them): 499 dialogues, beam 4, up to 100 new tokens, plain `generate` in input order at
-the seed's batch size (50 KoBART, 10 causal: first 5 batches timed and extrapolated)
-against the unit's own generation (raysum.generation's engine, see docs/units.md). Random
-weights rarely emit eos, so both sides generate close to 100 tokens.
+Generation (bench_gpu_generate.py, whose docstring has the details): 499 prompts of the H200
+baseline's lengths (150-450 tokens, uniform, seed 1, cut from the bundled dialogues), up to
+100 new tokens, beam 4 and greedy, on the same random model (bf16 on a GPU). Plain
+`model.generate` at the seed's batch (KoBART 50, causal 10; input order) and at the
+strongest plain setting (longest first; beam 4: KoBART 500, causal 128; greedy 500 / 512)
+next to raysum's `GenerationEngine` over `prepare_model`'s model, as a unit uses it (its
+times include its log-probs; plain generates only, as the seed did). The causal shapes
+time 128 of the 499 dialogues on each side (plain's second batch of 128, longest first:
+prompts near the median, one batch each side) and the seed's row its first batches; the
+table marks what is scaled to 499 "(est.)". Counts from
+the runs: decoder forward passes (steps x batches), token positions computed (rows x beams
+x steps, finished and padded rows included) against tokens kept (up to eos), extra scoring
+passes (the engine's teacher-forced fallback; the earlier raysum path scored every batch
+once more), and whether greedy tokens equal plain's. Random weights seldom end a row (the
+random BART's eos is held back), so nearly every row runs the 100 steps.
 
 Run on a GPU machine from the repository root (needs torch, transformers, peft, accelerate,
-pandas + pyarrow and the raysum checkout; not Ray):
+pandas + pyarrow and the raysum checkout; not Ray), then the GPU tests as a second command:
 
     HF_HUB_OFFLINE=1 python scripts/bench_gpu.py --out $OUT/bench
-    python -m pytest -m gpu tests/test_packing.py tests/test_batching.py tests/test_loss_head.py \\
-        tests/test_deepspeed_qlora.py          # the GPU tests, as a second command
+    python -m pytest -m gpu tests/test_packing.py tests/test_batching.py tests/test_loss_head.py \
+        tests/test_deepspeed_qlora.py tests/test_engine.py
 
-Time on one H200, estimated from the baseline's rates (not measured), in seconds:
+Time on one H200, estimated from the baselines' rates (not measured), in seconds:
 
-                 save  plain generate  plain train  unit: load + train  unit: save + generate  counts
-  kobart-shape      1        28         2 + 3 setup       2 + 5              5 + 25                 5
-  llama-3b-shape    9        38        6-13 + 2          5 + 12-45          3 + 75                 8
-  qwen3-4b-shape   11        34        7-16 + 2          6 + 15-45          3 + 95                 8
+                  generation rows, one side each                                 training
+                  beam 4  beam 4  greedy  greedy               beam 4     save  plain  unit:        counts
+                  plain   raysum  plain   raysum               seed batch       train  load + train
+  kobart-shape    11      11-15   3-5     20-60 (compiles)     10         1     5      2 + 5        5
+  llama-3b-shape  17-27   17-27   5-7     30-90 (compile)       7         9     8-15   5 + 12-45    8
+  qwen3-4b-shape  23-36   23-36   7-10    40-110 (compile)      7        11     9-18   6 + 15-45    8
 
-(plain train: 18 steps x 8 at the bench's 11-26 samples/s for Llama, 9-21 for Qwen; KoBART
-32 x 50 at ~870/s; the unit's 384 causal rows at anywhere from plain's rate to 3x it;
-generation: the bench's 499-dialogue times at batch 50 / 128 and a few seconds more),
-plus ~30 s of start-up: 7.5-9 minutes in all, 2.5-4 with `--no-generate`; the
-device's limit is 10 minutes a command. The JSON is rewritten after each shape, so a run
-cut short keeps the shapes it finished.
+(beam 4: KoBART's 499 at batch 500 took 12 s on the baseline, 25 s at batch 50 (4 of its 10
+batches timed here); Llama's 128 shortest prompts in one batch 16.7 s, prompts near the
+median 1-1.6x that, Qwen 1.33x Llama; a seed batch of 10 7.3 s (Llama), 6.5 s (Qwen), one
+timed; greedy: the 499 in one batch of 512 took 20 s (Llama) and 29 s (Qwen), 128 of them a
+quarter; the engine's compiled greedy decoding compiles at its first batch and at each new
+batch shape, the widest unknown of the run; training as before: 18 steps x 8 at the bench's
+11-26 samples/s for Llama, 9-21 for Qwen, KoBART 32 x 50 at ~870/s, the unit's 384 causal
+rows at plain's rate to 3x it.) Per shape 75-120, 120-245 and 150-290 s, plus ~30 s of
+start-up: 6.5-11.5 minutes, about 9 in the middle, the compiles deciding where in the range
+the run lands. The device's limit is 10 minutes a command: a row starts only if the most it
+is expected to take (NEED_S: 45 s a generation row, 120 s raysum's compiling greedy row,
+30 s plain training, 75 s the unit) ends before --deadline-s (585 s), else it is marked
+skipped in the JSON, which is rewritten after each row; the skipped rows run as a second
+command with --only (e.g. `--only qwen3-4b-shape train`).
 
-    --shapes tiny      the same code with tiny shapes on CPU (a check of the script, 15-40 s;
-                       packed rows and a fixed token budget stand in for the GPU defaults)
-    --counts-only      the machine-independent counts alone: no model is built, no GPU needed;
-                       with the full shapes raysum's `auto` budget is modelled for an H200
-                       (H200_FREE_BYTES), the real run records the budget it got
-    --no-generate      skip the generation rows
+    --shapes tiny      the same code with tiny shapes on CPU (a check of the script, ~20 s of CPU;
+                       packed rows and fixed token budgets stand in for the GPU defaults); the
+                       generation rows run 24 prompts, 8 new tokens, batches scaled down
+    --only ...         shapes and/or parts: `train`, `generate` (default: every shape, both parts)
+    --no-generate      the same as `--only train`
+    --counts-only      the training counts alone: no model is built, no GPU needed; with the full
+                       shapes raysum's `auto` budget is modelled for an H200 (bench_gpu_counts.H200_FREE_BYTES), the
+                       real run records the budget it got (generation counts need the runs)
     --rows N           N training rows for every shape (e.g. 9966, a 5-fold unit's share of 12,457)
 Writes `<out>/bench_gpu.json` and prints a table with the ratios last.
 """
@@ -75,7 +96,6 @@ Writes `<out>/bench_gpu.json` and prints a table with the ratios last.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import os
@@ -85,57 +105,76 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the bench_gpu_* helpers, also when imported by path
 
+from bench_gpu_counts import (
+    IGNORE_INDEX,
+    epoch_counts,
+    modelled_auto_budget,
+    plain_collator,
+    plain_epoch_batches,
+    planned_counts,
+)
+from bench_gpu_generate import generation_rows
+from bench_gpu_train import plain_train, raysum_counts_and_rate, raysum_unit
+
+STARTED = time.perf_counter()
 N_GENERATE = 499
 NEW_TOKENS = 100
-IGNORE_INDEX = -100
-# An H200 as torch sees it after a unit loaded its model: 143,771 MiB (nvidia-smi) less ~1 GiB
-# of CUDA context and workspaces, less the weights (see modelled_auto_budget).
-H200_FREE_BYTES = (143_771 - 1024) * 2**20
+PARTS = ("train", "generate")
+# The longest a row of each kind is expected to take on an H200 (Qwen's, from the baselines'
+# rates): a row starts only if it still ends before --deadline-s.
+NEED_S = {"generate": 45, "compile": 120, "plain_train": 30, "unit": 75}
 
 SHAPES = {
     "kobart-shape": dict(
         kind="seq2seq", architecture="bart", preset="kobart", train_rows=2000, plain_batch=50, plain_steps=30, warm=2,
-        seed_gen_batch=50, gen_batches=None,
+        generate=dict(seed_batch=50, seed_timed_batches=4, sorted_batch={"beam4": 500, "greedy": 500},
+                      timed_ranks=None),
         config=dict(vocab_size=30000, d_model=768, encoder_layers=6, decoder_layers=6, encoder_attention_heads=16,
                     decoder_attention_heads=16, encoder_ffn_dim=3072, decoder_ffn_dim=3072,
                     max_position_embeddings=1026)),
     "llama-3b-shape": dict(
         kind="causal", architecture="llama", preset="llama-3.2-korean-3b", train_rows=384, plain_batch=8,
-        plain_steps=16, warm=2, seed_gen_batch=10, gen_batches=5,
+        plain_steps=16, warm=2, generate=dict(seed_batch=10, seed_timed_batches=1,
+                                              sorted_batch={"beam4": 128, "greedy": 512}, timed_ranks=(128, 256)),
         config=dict(vocab_size=128256, hidden_size=3072, intermediate_size=8192, num_hidden_layers=28,
                     num_attention_heads=24, num_key_value_heads=8, head_dim=128, max_position_embeddings=4096,
                     rope_theta=500000.0, tie_word_embeddings=True)),
     "qwen3-4b-shape": dict(
         kind="causal", architecture="qwen3", preset="qwen3-4b", train_rows=384, plain_batch=8, plain_steps=16, warm=2,
-        seed_gen_batch=10, gen_batches=5,
+        generate=dict(seed_batch=10, seed_timed_batches=1, sorted_batch={"beam4": 128, "greedy": 512},
+                      timed_ranks=(128, 256)),
         config=dict(vocab_size=151936, hidden_size=2560, intermediate_size=9728, num_hidden_layers=36,
                     num_attention_heads=32, num_key_value_heads=8, head_dim=128, max_position_embeddings=4096,
                     tie_word_embeddings=True)),
 }
-# --shapes tiny: tiny configs, few rows and steps, short generation, and on the raysum side
-# what the GPU defaults do made explicit (packed rows, a token budget), since on CPU `auto`
-# pads and turns the budget off.
+# --shapes tiny: tiny configs, few rows and steps, short generation with the batches scaled
+# down (the causal shapes still time one batch's prompts only, the seed's row its first batch),
+# and on the raysum side what the GPU defaults do made explicit (packed rows, a token budget,
+# the engine's row cap), since on CPU `auto` pads and turns the budgets off.
+# Their weights are drawn wider than the default 0.02 so that each prompt gets its own summary
+# (at 0.02 a tiny random model writes one and the same for all, and the token-equality check
+# of the generation rows would hold whatever order the outputs came back in).
 TINY_CONFIGS = {
     "kobart-shape": dict(vocab_size=3000, d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
                          decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
-                         max_position_embeddings=1026),
+                         max_position_embeddings=1026, init_std=0.3),
     "llama-3b-shape": dict(vocab_size=3000, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                            num_attention_heads=2, num_key_value_heads=1, head_dim=16, max_position_embeddings=1024,
-                           tie_word_embeddings=True),
+                           tie_word_embeddings=True, initializer_range=0.3),
     "qwen3-4b-shape": dict(vocab_size=3000, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                            num_attention_heads=2, num_key_value_heads=1, head_dim=16, max_position_embeddings=1024,
-                           tie_word_embeddings=True),
+                           tie_word_embeddings=True, initializer_range=0.3),
 }
-TINY = dict(train_rows=40, plain_batch=8, plain_steps=3, warm=1, n_generate=6, new_tokens=6)
+TINY = dict(train_rows=40, plain_batch=8, plain_steps=3, warm=1, n_generate=24, new_tokens=8)
+TINY_GENERATE = {
+    "seq2seq": dict(seed_batch=5, seed_timed_batches=2, sorted_batch={"beam4": 24, "greedy": 24}, timed_ranks=None,
+                    engine_rows=16),
+    "causal": dict(seed_batch=2, seed_timed_batches=1, sorted_batch={"beam4": 8, "greedy": 24}, timed_ranks=(8, 16),
+                   engine_rows=8),
+}
 TINY_BUDGET = {"seq2seq": 8 * (512 + 104), "causal": 4096}
-
-
-def sync() -> None:
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
 
 
 # ---------------------------------------------------------------- rows and tokenizer
@@ -154,16 +193,18 @@ def sample_tokenizer(train):
     return train_tokenizer(texts + [ModelSettings().prompt_template.replace("{dialogue}", " ")], 8000)
 
 
-def generation_dialogues(n: int):
-    """The dialogues both sides generate for: bundled dev, test, then train (499 by default)."""
-    import pandas as pd
 
-    from raysum.data import bundled_data, load_dataset
+def generation_sources(tokenizer, settings, n: int, train, seed: int = 1, low: int = 150, high: int = 450):
+    """The model inputs both sides generate from: `n` prompts of the H200 baseline's lengths
+    (`low`-`high` tokens, uniform), cut from the bundled dialogues like the training rows."""
+    import numpy as np
 
-    dev, test = load_dataset(bundled_data("dev")), load_dataset(bundled_data("test"))
-    frame = pd.concat([dev[["fname", "dialogue"]], test[["fname", "dialogue"]],
-                       bundled_train()[["fname", "dialogue"]]], ignore_index=True)
-    return frame.iloc[:n].reset_index(drop=True)
+    from raysum.models.prompts import encode_sources
+
+    rng = np.random.default_rng(seed)
+    overhead = len(encode_sources(tokenizer, settings, [""])[0])  # bos + eos, or the chat template
+    dialogues = _token_slices(tokenizer, "\n".join(train["dialogue"]), rng.integers(low, high + 1, n) - overhead, rng)
+    return encode_sources(tokenizer, settings, dialogues)
 
 
 def realistic_rows(tokenizer, settings, n: int, train, seed: int = 0):
@@ -233,6 +274,7 @@ def length_stats(examples: list[dict], kind: str) -> dict:
     return stats
 
 
+
 # ---------------------------------------------------------------- settings and models
 def unit_settings(name: str, spec: dict, checkpoint: str, cuda: bool, tiny: bool):
     """The preset's settings for one epoch on the random checkpoint. On a GPU raysum's
@@ -243,8 +285,7 @@ def unit_settings(name: str, spec: dict, checkpoint: str, cuda: bool, tiny: bool
     changes = dict(name=name, checkpoint=checkpoint, epochs=1, max_tokens_per_batch="auto",
                    resources=dataclasses.replace(settings.resources, use_gpu=cuda))
     if tiny:
-        changes.update(packing="packed", max_tokens_per_batch=TINY_BUDGET[spec["kind"]], dataloader_num_workers=0,
-                       max_length=TINY["new_tokens"], generation_batch_size=8)
+        changes.update(packing="packed", max_tokens_per_batch=TINY_BUDGET[spec["kind"]], dataloader_num_workers=0)
     return dataclasses.replace(settings, **changes)
 
 
@@ -259,8 +300,9 @@ def model_config(spec: dict, config_kwargs: dict, tokenizer):
     return get_architecture(spec["architecture"]).build_config(**kwargs)
 
 
-def build_checkpoint(spec: dict, config, tokenizer, target: Path, cuda: bool):
-    """A random model of the shape, saved to `target` with the tokenizer."""
+def build_checkpoint(spec: dict, config, tokenizer, target: Path | None, cuda: bool):
+    """A random model of the shape, saved to `target` with the tokenizer (for the unit; not
+    when only generating: `target` None)."""
     import torch
 
     from raysum.models.architectures import get_architecture
@@ -274,337 +316,19 @@ def build_checkpoint(spec: dict, config, tokenizer, target: Path, cuda: bool):
             model = get_architecture(spec["architecture"]).build_model(config)
     finally:
         torch.set_default_dtype(previous)
+    if target is None:
+        return model, None
     started = time.perf_counter()
     model.save_pretrained(str(target))
     tokenizer.save_pretrained(str(target))
     return model, round(time.perf_counter() - started, 1)
 
 
-# ---------------------------------------------------------------- counts no machine changes
-def batch_counts(batch: dict, kind: str, loss_head_only: bool) -> dict:
-    """The work of one collated batch, independent of the machine. Attention score elements
-    are per layer and head (each Q x K product one element; causal kernels skip about half,
-    the same half on every path). A packed row (`cu_seq_lens_q`, raysum's varlen attention)
-    computes sum(len^2); `attention_dense_mask` is what sdpa's block-diagonal mask over the
-    same row would, (sum len)^2. Padded rows compute rows x width^2; seq2seq sums encoder
-    self (S^2), decoder self (T^2) and cross (T x S) attention per row. Logits rows: every
-    position (transformers' default), or with `loss_head_only` the positions with a label."""
-    import torch
-    import torch.nn.functional as F
-
-    ids, labels = batch["input_ids"], torch.as_tensor(batch["labels"])
-    rows, width = ids.shape
-    if kind == "seq2seq":
-        target = labels.shape[1]
-        source_lengths = batch["attention_mask"].sum(1)
-        target_lengths = (labels != IGNORE_INDEX).sum(1)
-        samples, real = rows, int(source_lengths.sum() + target_lengths.sum())
-        computed = rows * (width + target)
-        attention = dense = rows * (width**2 + target**2 + target * width)
-        loss_rows = int(target_lengths.sum())
-        logits_rows = loss_rows if loss_head_only else rows * target
-        return _counts(samples, real, computed, attention, dense, logits_rows, loss_rows)
-    loss_rows = int((F.pad(labels, (0, 1), value=IGNORE_INDEX)[..., 1:] != IGNORE_INDEX).sum())
-    cu_seqlens = batch.get("cu_seq_lens_q")
-    if cu_seqlens is not None:
-        lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).long()
-        samples, real = len(lengths), int(lengths.sum())
-        attention, dense = int((lengths**2).sum()), rows * width**2
-    else:
-        mask = batch.get("attention_mask")
-        samples, real = rows, int(mask.sum()) if mask is not None else rows * width
-        attention = dense = rows * width**2
-    logits_rows = loss_rows if loss_head_only else rows * width
-    return _counts(samples, real, rows * width, attention, dense, logits_rows, loss_rows)
-
-
-def _counts(samples, real, computed, attention, dense, logits_rows, loss_rows) -> dict:
-    return {"samples": samples, "real_tokens": real, "computed_tokens": computed, "attention_elements": attention,
-            "attention_dense_mask": dense, "logits_rows": logits_rows, "loss_rows": loss_rows}
-
-
-def epoch_counts(examples: list[dict], batches: list[list[int]], collator, kind: str, loss_head_only: bool) -> dict:
-    """`batch_counts` of each batch (lists of example indices, in order) and their totals."""
-    per_batch = [batch_counts(collator([examples[i] for i in b]), kind, loss_head_only) for b in batches]
-    totals = {key: sum(c[key] for c in per_batch) for key in per_batch[0]}
-    samples = totals["samples"]
-    totals.update(
-        micro_batches=len(per_batch),
-        padding_efficiency=round(totals["real_tokens"] / totals["computed_tokens"], 4),
-        computed_tokens_per_sample=round(totals["computed_tokens"] / samples, 1),
-        attention_elements_per_sample=round(totals["attention_elements"] / samples),
-        attention_dense_mask_per_sample=round(totals["attention_dense_mask"] / samples),
-        logits_rows_per_sample=round(totals["logits_rows"] / samples, 1),
-        loss_rows_per_sample=round(totals["loss_rows"] / samples, 1))
-    return {"totals": totals, "per_batch": per_batch}
-
-
-def plain_epoch_batches(examples: list[dict], batch_size: int, seed: int = 0) -> list[list[int]]:
-    """One epoch of the plain Trainer's batches: transformers' `LengthGroupedSampler` (what
-    group_by_length builds; by input length) cut into batches of `batch_size`."""
-    import torch
-    from transformers.trainer_pt_utils import LengthGroupedSampler
-
-    sampler = LengthGroupedSampler(batch_size, lengths=[len(e["input_ids"]) for e in examples],
-                                   generator=torch.Generator().manual_seed(seed))
-    order = list(sampler)
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-
-
-def plain_collator(tokenizer, model=None):
-    from transformers import DataCollatorForSeq2Seq
-
-    tokenizer.padding_side = "right"
-    return DataCollatorForSeq2Seq(tokenizer, model=model, padding=True, label_pad_token_id=IGNORE_INDEX)
-
-
-def trainable_parameters(settings, config) -> tuple[int, int]:
-    """(trainable, total) parameters of the unit's model (LoRA adapters, or all), counted on
-    the meta device."""
-    import torch
-
-    from raysum.models.architectures import auto_model_class
-    from raysum.models.loading import apply_lora
-
-    with torch.device("meta"):
-        model = auto_model_class(settings.kind).from_config(config)
-        if settings.lora is not None:
-            model = apply_lora(model, settings)
-    return sum(p.numel() for p in model.parameters() if p.requires_grad), sum(p.numel() for p in model.parameters())
-
-
-def modelled_auto_budget(settings, config, examples: list[dict], free_bytes: int = H200_FREE_BYTES) -> dict:
-    """The budget `max_tokens_per_batch: auto` gives on an H200 (bf16): raysum's own formula
-    (`activation_bytes_per_token`, `auto_max_tokens`) with the memory left after the weights
-    (bf16 causal bases + fp32 adapters; fp32 full fine-tunes)."""
-    from raysum.training.batching import activation_bytes_per_token, auto_max_tokens, example_lengths
-
-    trainable, total = trainable_parameters(settings, config)
-    weights = 4 * total if settings.lora is None else 2 * (total - trainable) + 4 * trainable
-    lengths = [example_lengths(e, settings.kind) for e in examples]
-    means = tuple(sum(column) / len(column) for column in zip(*lengths))
-    per_token = activation_bytes_per_token(config, settings.kind, "bf16", settings.gradient_checkpointing,
-                                           mean_lengths=means if settings.kind == "seq2seq" else None)
-    return {"max_tokens_per_batch": auto_max_tokens(free_bytes - weights, per_token, trainable),
-            "assumed_free_bytes": free_bytes - weights, "bytes_per_token": round(per_token),
-            "trainable_params": trainable}
-
-
-def raysum_planned_batches(settings, examples: list[dict], budget: int, packed: bool, seed: int = 0):
-    """(batches of epoch 0, plan) of raysum's token-budget sampler for `budget`."""
-    from raysum.training.batching import example_lengths, plan_token_batches
-
-    sampler, plan = plan_token_batches(
-        [example_lengths(e, settings.kind) for e in examples], max_tokens=budget, batch_size=settings.batch_size,
-        gradient_accumulation_steps=settings.gradient_accumulation_steps, packed=packed, seed=seed)
-    return sampler.epoch_batches(0), plan
-
-
-# ---------------------------------------------------------------- timing
-def step_clock(cuda: bool):
-    """A Trainer callback that notes the (synchronised) time of each optimizer step's end and
-    the peak GPU memory of training."""
-    from transformers import TrainerCallback
-
-    class StepClock(TrainerCallback):
-        def __init__(self):
-            self.started, self.ends, self.peak_bytes = None, [], None
-
-        def on_train_begin(self, args, state, control, **kwargs):
-            import torch
-
-            sync()
-            if cuda:
-                torch.cuda.reset_peak_memory_stats()
-            self.started = time.perf_counter()
-
-        def on_step_end(self, args, state, control, **kwargs):
-            sync()
-            self.ends.append(time.perf_counter())
-
-        def on_train_end(self, args, state, control, **kwargs):
-            import torch
-
-            self.peak_bytes = torch.cuda.max_memory_allocated() if cuda else None
-
-    return StepClock()
-
-
-def timed_rate(clock, steps: list[tuple[int, int]], warm: int) -> dict:
-    """Samples/s and real tokens/s over the optimizer steps after the first `warm`, from the
-    clock's step ends and each step's (samples, real tokens)."""
-    ends = clock.ends  # the plain collator may have made one batch more than the steps (prefetch)
-    note = f"{len(ends)} steps timed, {len(steps)} counted" if len(ends) > len(steps) else None
-    n = min(len(ends), len(steps))
-    warm = warm if n > warm else 0
-    start = ends[warm - 1] if warm else clock.started
-    seconds = ends[n - 1] - start
-    samples, tokens = (sum(s[i] for s in steps[warm:n]) for i in (0, 1))
-    result = {"timed_steps": n - warm, "warm_steps": warm, "timed_s": round(seconds, 3), "timed_samples": samples,
-              "samples_per_s": round(samples / seconds, 2), "real_tokens_per_s": round(tokens / seconds),
-              "peak_GiB": round(clock.peak_bytes / 2**30, 2) if clock.peak_bytes is not None else None}
-    if note:
-        result["note"] = note
-    return result
-
-
-class RecordingCollator:
-    """The plain collator, noting (samples, real tokens) of each batch it makes, in order."""
-
-    def __init__(self, collator, kind: str):
-        self.collator, self.kind, self.batches = collator, kind, []
-
-    def __call__(self, features):
-        batch = self.collator(features)
-        counts = batch_counts(batch, self.kind, False)
-        self.batches.append((counts["samples"], counts["real_tokens"]))
-        return batch
-
-
-def sampling_arguments() -> dict:
-    """Length-grouped batches, in the spelling of the installed transformers."""
-    from transformers import TrainingArguments
-
-    if "train_sampling_strategy" in TrainingArguments.__dataclass_fields__:
-        return {"train_sampling_strategy": "group_by_length"}
-    return {"group_by_length": True}
-
-
-# ---------------------------------------------------------------- plain transformers + peft
-def plain_generate(model, tokenizer, settings, dialogues: list[str], batch: int, max_batches: int | None,
-                   new_tokens: int = NEW_TOKENS) -> dict:
-    """Input order, fixed batch, beam 4: how the seed's notebook generated."""
-    import torch
-
-    from raysum.models.prompts import encode_sources
-
-    causal = settings.kind == "causal"
-    tokenizer.padding_side = "left" if causal else "right"
-    sources = encode_sources(tokenizer, settings, dialogues)
-    batches = [sources[i:i + batch] for i in range(0, len(sources), batch)]
-    timed = batches[:max_batches] if max_batches else batches
-    device = next(model.parameters()).device
-    model.eval()
-    generated = 0
-    with torch.inference_mode():
-        warm = tokenizer.pad({"input_ids": batches[0][:2]}, return_tensors="pt").to(device)
-        model.generate(**warm, num_beams=4, max_new_tokens=4)
-        sync()
-        started = time.perf_counter()
-        for part in timed:
-            inputs = tokenizer.pad({"input_ids": part}, return_tensors="pt").to(device)
-            out = model.generate(**inputs, num_beams=4, max_new_tokens=new_tokens, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id)
-            new = out[:, inputs["input_ids"].shape[1]:] if causal else out[:, 1:]
-            generated += int((new != tokenizer.pad_token_id).sum())
-        sync()
-    seconds = time.perf_counter() - started
-    total = seconds * len(batches) / len(timed)
-    return {"batch": batch, "timed_batches": len(timed), "batches": len(batches), "timed_s": round(seconds, 2),
-            "all_s": round(total, 2), "dialogues": len(dialogues), "estimated": len(timed) < len(batches),
-            "mean_new_tokens": round(generated / sum(len(p) for p in timed), 1)}
-
-
-def plain_train(model, tokenizer, settings, examples: list[dict], spec: dict, out_dir: Path, cuda: bool) -> dict:
-    """`transformers.Trainer` (+ peft LoRA for causal LMs): length-grouped padded batches of
-    `plain_batch`, bf16 on GPU, warm-up + timed steps."""
-    from transformers import Trainer, TrainingArguments
-
-    if settings.lora is not None:
-        from peft import LoraConfig, get_peft_model
-
-        model = get_peft_model(model, LoraConfig(
-            r=settings.lora.r, lora_alpha=settings.lora.alpha, lora_dropout=settings.lora.dropout,
-            target_modules=list(settings.lora.target_modules), task_type="CAUSAL_LM"))
-    collator = RecordingCollator(plain_collator(tokenizer, model if settings.kind == "seq2seq" else None),
-                                 settings.kind)
-    args = TrainingArguments(
-        output_dir=str(out_dir), max_steps=spec["warm"] + spec["plain_steps"],
-        per_device_train_batch_size=spec["plain_batch"], learning_rate=settings.learning_rate, warmup_steps=0.1,
-        bf16=cuda, use_cpu=not cuda, save_strategy="no", report_to="none", disable_tqdm=True, logging_steps=10,
-        remove_unused_columns=False, seed=0,
-        **sampling_arguments())
-    clock = step_clock(cuda)
-    trainer = Trainer(model=model, args=args, train_dataset=examples, data_collator=collator, callbacks=[clock])
-    model.train()
-    trainer.train()
-    result = timed_rate(clock, collator.batches, spec["warm"])
-    result.update(batch_size=spec["plain_batch"], sampler="group_by_length", attention="sdpa, padded",
-                  logits="every position")
-    return result
-
-
-# ---------------------------------------------------------------- raysum
-@contextlib.contextmanager
-def watched_unit_training(clock):
-    """While the block runs, the unit's Trainer gets `clock` and hands out what its batches
-    are made of (its token-budget sampler, collator, examples, gradient accumulation)."""
-    from raysum.training.trainer import UnitTrainer
-
-    original, seen = UnitTrainer.train, {}
-
-    def train(self, *args, **kwargs):
-        self.add_callback(clock)
-        seen.update(sampler=getattr(self, "token_batches", None), collator=self.data_collator,
-                    examples=self.train_dataset, accumulation=self.args.gradient_accumulation_steps,
-                    attention=self.model.config._attn_implementation if hasattr(self.model, "config") else None)
-        return original(self, *args, **kwargs)
-
-    UnitTrainer.train = train
-    try:
-        yield seen
-    finally:
-        UnitTrainer.train = original
-
-
-def raysum_unit(settings, rows, generate, work: Path, warm: int, cuda: bool) -> tuple[dict, dict]:
-    """Run the unit; returns (its timings, what its Trainer's batches were made of)."""
-    import pandas as pd
-
-    from raysum.training import run_unit
-
-    inputs = work / "inputs"
-    inputs.mkdir(parents=True, exist_ok=True)
-    rows.to_parquet(inputs / "train.parquet", index=False)
-    predict = {}
-    if generate is not None:
-        generate.to_parquet(inputs / "generate.parquet", index=False)
-        predict = {"dev": str(inputs / "generate.parquet")}
-    clock = step_clock(cuda)
-    started = time.perf_counter()
-    with watched_unit_training(clock) as seen:
-        summary = run_unit({"unit_dir": str(work / "unit"), "model": dataclasses.asdict(settings), "seed": 0,
-                            "train_path": str(inputs / "train.parquet"), "predict": predict})
-    result = {"train_s": summary["train_s"],
-              "epoch_samples_per_s": round(summary["train_samples"] / summary["train_s"], 2),
-              "unit_wall_s": round(time.perf_counter() - started, 1), "precision": summary["precision"],
-              "trainable_params": summary["trainable_params"], "device": summary["device"], "steps": summary["steps"],
-              "batching": summary.get("batching"), "attention": seen.get("attention"),
-              "packed": "cu_seq_lens_q" in (seen["collator"]([seen["examples"][0]]) if seen else {}),
-              "logits": "summary tokens only" if settings.kind == "causal" else "every target position"}
-    if generate is not None:
-        predictions = pd.read_parquet(work / "unit" / "predictions.parquet")
-        result.update(generate_s=summary["generate_s"], mean_new_tokens=round(float(predictions["n_tokens"].mean()), 1))
-    return result, dict(seen, clock=clock)
-
-
-def raysum_counts_and_rate(settings, seen: dict, warm: int) -> tuple[dict | None, dict | None]:
-    """Counts of the unit's own batches (epoch 0 of its sampler, its collator) and the timed
-    rate over its steps (micro-batches grouped by its gradient accumulation)."""
-    if not seen or seen.get("sampler") is None:
-        return None, None
-    batches = seen["sampler"].epoch_batches(0)
-    counts = epoch_counts(seen["examples"], batches, seen["collator"], settings.kind, settings.kind == "causal")
-    accumulation = seen["accumulation"]
-    per_batch = counts["per_batch"]
-    steps = [(sum(c["samples"] for c in group), sum(c["real_tokens"] for c in group))
-             for group in (per_batch[i:i + accumulation] for i in range(0, len(per_batch), accumulation))]
-    return counts, timed_rate(seen["clock"], steps, warm)
-
-
 # ---------------------------------------------------------------- one shape
 def bench_shape(name: str, spec: dict, config_kwargs: dict, tokenizer, train, work: Path, cuda: bool, tiny: bool,
-                generate_n: int | None) -> dict:
+                parts: list[str], result: dict, progress, fits) -> None:
+    """Generation, then training, of one shape, written into `result` as each row finishes
+    (`progress()` saves it); a row starts only if `fits(its kind)` (see NEED_S)."""
     import gc
 
     import torch
@@ -614,31 +338,52 @@ def bench_shape(name: str, spec: dict, config_kwargs: dict, tokenizer, train, wo
     checkpoint = work / name / "checkpoint"
     settings = unit_settings(name, spec, str(checkpoint), cuda, tiny)
     config = model_config(spec, config_kwargs, tokenizer)
-    rows = realistic_rows(tokenizer, settings, spec["train_rows"], train)
-    examples = encode_examples(tokenizer, settings, rows["dialogue"].tolist(), rows["summary"].tolist())
-    model, save_s = build_checkpoint(spec, config, tokenizer, checkpoint, cuda)
-    result = {"shape": name, "kind": spec["kind"], "preset": spec["preset"],
-              "params": sum(p.numel() for p in model.parameters()), "save_s": save_s, "train_rows": len(rows),
-              "lengths": length_stats(examples, spec["kind"])}
-    generate = generation_dialogues(generate_n) if generate_n else None
-    new_tokens = TINY["new_tokens"] if tiny else NEW_TOKENS
-    if generate is not None:
-        if cuda and spec["kind"] == "seq2seq":
-            model.to(torch.bfloat16)
-        gen_batches = spec["gen_batches"] and (2 if tiny else spec["gen_batches"])
-        result["plain_generate"] = plain_generate(model, tokenizer, settings, generate["dialogue"].tolist(),
-                                                  spec["seed_gen_batch"], gen_batches, new_tokens)
-        print(name, "plain generate", result["plain_generate"], flush=True)
+    model, save_s = build_checkpoint(spec, config, tokenizer, checkpoint if "train" in parts else None, cuda)
+    result.update(kind=spec["kind"], preset=spec["preset"], params=sum(p.numel() for p in model.parameters()),
+                  save_s=save_s)
+    if "generate" in parts:
+        plan = dict(TINY_GENERATE[spec["kind"]] if tiny else dict(spec["generate"],
+                                                                   engine_rows=settings.generation_batch_size),
+                    new_tokens=TINY["new_tokens"] if tiny else NEW_TOKENS)
+        sources = generation_sources(tokenizer, settings, TINY["n_generate"] if tiny else N_GENERATE, train)
+        generation_rows(model, tokenizer, settings, sources, plan, cuda, fits, progress,
+                        result.setdefault("generate", {}))
         if cuda and spec["kind"] == "seq2seq":
             model.float()  # full fine-tune: fp32 master weights with bf16 autocast, as raysum trains
-    result["plain_train"] = plain_train(model, tokenizer, settings, examples, spec, work / name / "plain", cuda)
-    print(name, "plain train", result["plain_train"], flush=True)
-    del model
+    if "train" in parts:
+        rows = realistic_rows(tokenizer, settings, spec["train_rows"], train)
+        examples = encode_examples(tokenizer, settings, rows["dialogue"].tolist(), rows["summary"].tolist())
+        result.update(train_rows=len(rows), lengths=length_stats(examples, spec["kind"]))
+        if fits("plain_train"):
+            result["plain_train"] = plain_train(model, tokenizer, settings, examples, spec, work / name / "plain",
+                                                cuda)
+            print(name, "plain train", result["plain_train"], flush=True)
+        else:
+            result["plain_train"] = {"skipped": "deadline (--deadline-s)"}
+        progress()
+    del model  # the unit loads the checkpoint into memory this model no longer holds
     gc.collect()
     if cuda:
         torch.cuda.empty_cache()
+    if "train" in parts:
+        unit_and_counts(name, spec, settings, config, tokenizer, rows, examples, work, cuda, tiny, result, fits)
+        progress()
+    shutil.rmtree(checkpoint, ignore_errors=True)
+
+
+def unit_and_counts(name: str, spec: dict, settings, config, tokenizer, rows, examples: list[dict], work: Path,
+                    cuda: bool, tiny: bool, result: dict, fits) -> None:
+    """raysum's unit on the saved checkpoint, then the counts of both sides' batches."""
+    import gc
+
+    import torch
+
+    if cuda:
         result["gpu_allocated_before_unit_GiB"] = round(torch.cuda.memory_allocated() / 2**30, 2)
-    result["raysum"], seen = raysum_unit(settings, rows, generate, work / name, spec["warm"], cuda)
+    if not fits("unit"):
+        result["raysum"] = {"skipped": "deadline (--deadline-s)"}
+        return
+    result["raysum"], seen = raysum_unit(settings, rows, work / name, cuda)
     raysum_counts, rate = raysum_counts_and_rate(settings, seen, spec["warm"])
     if rate is not None:
         result["raysum"].update(rate)
@@ -656,29 +401,6 @@ def bench_shape(name: str, spec: dict, config_kwargs: dict, tokenizer, train, wo
                         "raysum_batches": raysum_counts.get("note", "epoch 0 of the unit Trainer's own sampler")}
     if not tiny:
         result["modelled_auto_budget"] = modelled_auto_budget(settings, config, examples)
-    shutil.rmtree(checkpoint, ignore_errors=True)
-    return result
-
-
-def planned_counts(settings, config, tokenizer, examples, tiny: bool) -> dict:
-    """Counts from the batches raysum plans, without a model or GPU: on an H200 (full
-    shapes: modelled `auto` budget, packed causal rows, padding to multiples of 8) or on
-    the tiny CPU run (its fixed budget, no padding multiple)."""
-    from raysum.training.collators import make_collator
-
-    packed = settings.kind == "causal"
-    if tiny:
-        budget, modelled = settings.max_tokens_per_batch, None
-    else:
-        modelled = modelled_auto_budget(settings, config, examples)
-        budget = modelled["max_tokens_per_batch"]
-    batches, plan = raysum_planned_batches(settings, examples, budget, packed)
-    collator = make_collator(settings, tokenizer, None, pad_to_multiple_of=None if tiny else 8, packed=packed)
-    ours = epoch_counts(examples, batches, collator, settings.kind, settings.kind == "causal")
-    ours["plan"] = plan.record()
-    if modelled:
-        ours["modelled_auto_budget"] = modelled
-    return {"raysum": ours}
 
 
 def counts_shape(name: str, spec: dict, config_kwargs: dict, tokenizer, train, tiny: bool) -> dict:
@@ -698,6 +420,7 @@ def counts_shape(name: str, spec: dict, config_kwargs: dict, tokenizer, train, t
             "counts": {"plain": plain["totals"], "raysum": ours["totals"]}}
 
 
+
 # ---------------------------------------------------------------- output
 COUNT_ROWS = (("padding efficiency", "padding_efficiency", "{:.3f}"),
               ("tokens computed/sample", "computed_tokens_per_sample", "{:,.1f}"),
@@ -706,49 +429,101 @@ COUNT_ROWS = (("padding efficiency", "padding_efficiency", "{:.3f}"),
               ("logits rows/sample", "logits_rows_per_sample", "{:,.1f}"),
               ("loss rows/sample", "loss_rows_per_sample", "{:,.1f}"),
               ("micro-batches", "micro_batches", "{:,}"))
+GENERATION_COUNT_ROWS = (("  forward passes/dialogue", "forward_passes_per_dialogue", "{:,.2f}"),
+                         ("  positions computed/dialogue", "positions_computed_per_dialogue", "{:,.1f}"),
+                         ("  tokens kept/dialogue", "tokens_kept_per_dialogue", "{:,.1f}"),
+                         ("  extra scoring passes", "extra_scoring_passes", "{:,}"))
+WIDTH = 34  # of the measure column
+
+
+def _get(record, *keys):
+    """record[k1][k2]..., or None where a row is missing, skipped or failed."""
+    for key in keys:
+        if not isinstance(record, dict) or key not in record:
+            return None
+        record = record[key]
+    return record
 
 
 def _line(shape: str, measure: str, plain, ours, fmt: str = "{:,.2f}") -> str:
     ratio = f"{ours / plain:12.3f}x" if plain and ours is not None and plain is not None else ""
     show = (lambda v: fmt.format(v) if v is not None else "-")
-    return f"{shape:16} {measure:24} {show(plain):>14} {show(ours):>14} {ratio:>13}"
+    return f"{shape:16} {measure:{WIDTH}} {show(plain):>14} {show(ours):>14} {ratio:>13}"
+
+
+def _generation_lines(shape: str, rows: dict) -> list[str]:
+    """Beam 4 and greedy at plain's strongest setting, then beam 4 at the seed's batch, each
+    next to raysum's engine (the same engine row serves the seed's comparison)."""
+    lines = []
+    for key in ("beam4", "greedy", "beam4_seed"):
+        entry = rows.get(key) or {}
+        plain = entry.get("plain")
+        ours = _get(rows, "beam4", "raysum") if key == "beam4_seed" else entry.get("raysum")
+        setting = entry.get("plain_setting") or {}
+        est = " (est.)" if any(_get(side, "estimated") for side in (plain, ours)) else ""
+        decoding = "greedy" if key == "greedy" else "beam 4"
+        measure = f"{decoding} b{setting.get('batch')} {setting.get('order', '')}: s{est}"
+        lines.append(_line(shape, measure, _get(plain, "all_s"), _get(ours, "all_s")))
+        for label, name, fmt in GENERATION_COUNT_ROWS:
+            lines.append(_line(shape, label, _get(plain, "counts", name), _get(ours, "counts", name), fmt))
+        equal = entry.get("equal_tokens")
+        if equal:
+            lines.append(f"{shape:16} {'  tokens equal to plain':{WIDTH}} {'':>14} "
+                         f"{str(equal['equal']) + '/' + str(equal['dialogues']):>14}")
+    return lines
 
 
 def table(results: list[dict]) -> str:
-    lines = [f"{'shape':16} {'measure':24} {'plain HF':>14} {'raysum':>14} {'raysum/plain':>13}"]
+    lines = [f"{'shape':16} {'measure':{WIDTH}} {'plain HF':>14} {'raysum':>14} {'raysum/plain':>13}"]
     for r in results:
-        if "error" in r:
-            lines.append(f"{r['shape']:16} error: {r['error'][:90]}")
-            continue
+        for problem in ("error", "skipped"):
+            if problem in r:
+                lines.append(f"{r['shape']:16} {problem}: {r[problem][:90]}")
         if "plain_train" in r:
-            p, u = r["plain_train"], r["raysum"]
-            lines.append(_line(r["shape"], "train samples/s", p["samples_per_s"], u.get("samples_per_s")))
-            lines.append(_line(r["shape"], "train real tokens/s", p["real_tokens_per_s"], u.get("real_tokens_per_s"),
-                               "{:,.0f}"))
-            lines.append(_line(r["shape"], "train peak GiB", p["peak_GiB"], u.get("peak_GiB")))
-        if "plain_generate" in r:
-            g, u = r["plain_generate"], r["raysum"]
-            est = " (est.)" if g["estimated"] else ""
-            lines.append(_line(r["shape"], f"generate {g['dialogues']}: s{est}", g["all_s"], u["generate_s"]))
-            lines.append(_line(r["shape"], "mean new tokens", g["mean_new_tokens"], u["mean_new_tokens"], "{:.1f}"))
-        plain, ours = r["counts"]["plain"], r["counts"]["raysum"]
-        for label, key, fmt in COUNT_ROWS:
-            lines.append(_line(r["shape"], label, plain[key], ours[key], fmt))
+            p, u = r["plain_train"], r.get("raysum")
+            lines.append(_line(r["shape"], "train samples/s", _get(p, "samples_per_s"), _get(u, "samples_per_s")))
+            lines.append(_line(r["shape"], "train real tokens/s", _get(p, "real_tokens_per_s"),
+                               _get(u, "real_tokens_per_s"), "{:,.0f}"))
+            lines.append(_line(r["shape"], "train peak GiB", _get(p, "peak_GiB"), _get(u, "peak_GiB")))
+        if "generate" in r:
+            lines.extend(_generation_lines(r["shape"], r["generate"]))
+        if "counts" in r:
+            plain, ours = r["counts"]["plain"], r["counts"]["raysum"]
+            for label, key, fmt in COUNT_ROWS:
+                lines.append(_line(r["shape"], label, plain[key], ours[key], fmt))
+    if any("generate" in r for r in results):
+        lines.append("generation: (est.) = timed on fewer dialogues, scaled to all by their number; raysum's times "
+                     "include its log-probs, plain generates only; the earlier raysum path scored each batch once more")
     return "\n".join(lines)
+
+
+def selection(only: list[str], no_generate: bool = False) -> tuple[list[str], list[str]]:
+    """(shapes, parts) that `--only` (shape names and/or parts, in any order) and
+    `--no-generate` pick: every shape and both parts unless named."""
+    shapes = [s for s in SHAPES if s in only] or list(SHAPES)
+    parts = [p for p in PARTS if p in only] or list(PARTS)
+    return shapes, [p for p in parts if not (no_generate and p == "generate")]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="/tmp/bench_gpu")
     parser.add_argument("--shapes", choices=["full", "tiny"], default="full")
-    parser.add_argument("--only", nargs="*", default=list(SHAPES), choices=list(SHAPES))
-    parser.add_argument("--counts-only", action="store_true", help="machine-independent counts; no model, no GPU")
-    parser.add_argument("--no-generate", action="store_true", help="skip the generation rows")
+    parser.add_argument("--only", nargs="*", default=[], choices=[*SHAPES, *PARTS], metavar="SHAPE_OR_PART",
+                        help=f"shapes ({', '.join(SHAPES)}) and/or parts ({', '.join(PARTS)}); default: all of both")
+    parser.add_argument("--counts-only", action="store_true", help="training counts only; no model, no GPU")
+    parser.add_argument("--no-generate", action="store_true", help="the same as --only train")
     parser.add_argument("--rows", type=int, help="training rows of every shape (default: the shape's train_rows)")
+    parser.add_argument("--deadline-s", type=float, default=585.0,
+                        help="a row starts only if its expected length (NEED_S) ends before this many seconds after "
+                             "the start (the device's limit is 600)")
     ns = parser.parse_args()
     import torch
     import transformers
 
+    shapes, parts = selection(ns.only, ns.no_generate)
+    if not parts:
+        parser.error("--no-generate with --only generate leaves nothing to run")
     tiny = ns.shapes == "tiny"
     if tiny:  # tiny models gain nothing from threads; on a busy 2-core machine spinning ones made it 5x slower
         torch.set_num_threads(1)
@@ -762,30 +537,41 @@ def main() -> int:
     shutil.rmtree(work, ignore_errors=True)
     env = {"device": torch.cuda.get_device_name() if cuda else "cpu", "torch": torch.__version__,
            "transformers": transformers.__version__, "shapes": ns.shapes,
-           "mode": "counts-only" if ns.counts_only else "train"}
+           "mode": "counts-only" if ns.counts_only else "+".join(parts), "deadline_s": ns.deadline_s}
     train = bundled_train()
     tokenizer = sample_tokenizer(train)
-    generate_n = None if ns.no_generate else (TINY["n_generate"] if tiny else N_GENERATE)
-    results = []
-    for name in ns.only:
+    results: list[dict] = []
+
+    def save() -> None:
+        (out / "bench_gpu.json").write_text(json.dumps({"env": env, "results": results}, indent=1))
+
+    def fits(kind: str) -> bool:
+        return time.perf_counter() - STARTED + (0 if tiny else NEED_S[kind]) <= ns.deadline_s
+
+    for name in shapes:
         spec = dict(SHAPES[name], **({k: v for k, v in TINY.items() if k in SHAPES[name]} if tiny else {}))
         if ns.rows:
             spec["train_rows"] = ns.rows
         config_kwargs = TINY_CONFIGS[name] if tiny else spec["config"]
         started = time.perf_counter()
+        result = {"shape": name}
+        results.append(result)
         try:
             if ns.counts_only:
-                result = counts_shape(name, spec, config_kwargs, tokenizer, train, tiny)
+                result.update(counts_shape(name, spec, config_kwargs, tokenizer, train, tiny))
+            elif not fits("generate"):
+                result["skipped"] = "deadline (--deadline-s)"
             else:
-                result = bench_shape(name, spec, config_kwargs, tokenizer, train, work, cuda, tiny, generate_n)
-        except Exception as exc:  # one shape failing still reports the others
+                bench_shape(name, spec, config_kwargs, tokenizer, train, work, cuda, tiny, parts, result, save, fits)
+        except Exception as exc:  # noqa: BLE001 - one shape failing still reports the others
             import traceback
 
             traceback.print_exc()
-            result = {"shape": name, "error": repr(exc)}
+            result["error"] = repr(exc)
         result["wall_s"] = round(time.perf_counter() - started, 1)
-        results.append(result)
-        (out / "bench_gpu.json").write_text(json.dumps({"env": env, "results": results}, indent=1))
+        save()
+    env["wall_s"] = round(time.perf_counter() - STARTED, 1)
+    save()
     print(json.dumps(env))
     print(table(results))
     return 0 if all("error" not in r for r in results) else 1
