@@ -165,6 +165,22 @@ def scaling(settings) -> dict:
             "resources_per_worker": per_worker_resources(settings)}
 
 
+def unit_demand(settings) -> dict[str, float]:
+    """What one unit's worker group holds while it runs: its workers' resources together."""
+    return {k: v * settings.resources.num_workers for k, v in per_worker_resources(settings).items()}
+
+
+def fixed_capacity() -> dict[str, float] | None:
+    """The resources units share where no node can be added: those of a local instance this
+    process started. None on a joined cluster, whose autoscaler adds nodes for the worker
+    groups that wait for them."""
+    import ray
+
+    if _local_record is None or not ray.is_initialized():
+        return None
+    return ray.cluster_resources()
+
+
 def check_resources(models: dict, nodes: list[dict]) -> None:
     """Refuse, before launch, a unit whose workers fit on no node of the cluster."""
     problems = []
@@ -252,10 +268,9 @@ def launch_unit(name: str, config: dict, settings, storage_path: str) -> UnitJob
 
 def _fit_unit(name: str, config: dict, scaling_args: dict, storage_path: str) -> dict:
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
 
     run_name = name.replace("/", "_")
-    trainer = TorchTrainer(
+    trainer = unit_trainer_class()(
         train_unit,
         train_loop_config=config,
         scaling_config=ScalingConfig(**scaling_args),
@@ -272,10 +287,37 @@ def _fit_unit(name: str, config: dict, scaling_args: dict, storage_path: str) ->
     return dict(result.metrics or {})
 
 
-def predict_with_units(jobs: list[tuple[str, Path, object, int | None]], predict: dict[str, str], out_dir: Path):
+def unit_trainer_class():
+    """``TorchTrainer`` without the dataset actor: Ray Train starts a ``DatasetManager``
+    actor for every run, datasets or not, and it lives until Ray stops (a process, ~3 s of
+    CPU to start, per unit). Units pass no Ray datasets, so its callback is left out. With
+    a Ray whose callback is elsewhere the plain ``TorchTrainer`` runs, actor and all."""
+    from ray.train.torch import TorchTrainer
+
+    try:
+        from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
+    except ImportError:
+        return TorchTrainer
+    if not hasattr(TorchTrainer, "_create_default_callbacks"):  # Train V1 (RAY_TRAIN_V2_ENABLED=0)
+        return TorchTrainer
+
+    class UnitTorchTrainer(TorchTrainer):
+        def _create_default_callbacks(self):
+            callbacks = super()._create_default_callbacks()
+            if self.datasets:
+                return callbacks
+            return [cb for cb in callbacks if not isinstance(cb, DatasetsCallback)]
+
+    return UnitTorchTrainer
+
+
+def predict_with_units(jobs: list[tuple[str, Path, object, int | None]], predict: dict[str, str], out_dir: Path,
+                       decodings: dict[str, dict[str, dict]] | None = None):
     """Finished units generate for new inputs (``predict``: "split" or "split|variant" ->
     parquet), each a Ray task with its unit's resources; ``jobs`` = (name, unit_dir,
-    settings, fold). Returns the candidates of every unit in one DataFrame."""
+    settings, fold). ``decodings``: unit name -> {label: decoding settings} to generate
+    with instead of the model's own (``predict_unit``). Returns the candidates of every
+    unit in one DataFrame."""
     import pandas as pd
     import ray
 
@@ -289,8 +331,11 @@ def predict_with_units(jobs: list[tuple[str, Path, object, int | None]], predict
             num_cpus=res.cpus_per_worker, num_gpus=res.gpus_per_worker if res.use_gpu else 0,
             name=f"predict:{name}")
         output = out_dir / f"{name.replace('/', '_')}.parquet"
-        refs.append((output, task.remote({"unit_dir": str(unit_dir), "model": asdict(settings), "fold": fold,
-                                          "predict": predict, "output_path": str(output)})))
+        config = {"unit_dir": str(unit_dir), "model": asdict(settings), "fold": fold, "predict": predict,
+                  "output_path": str(output)}
+        if decodings and decodings.get(name):
+            config["decodings"] = decodings[name]
+        refs.append((output, task.remote(config)))
     for _, ref in refs:
         ray.get(ref)
     return pd.concat([read_candidates(out, action="run raysum predict again") for out, _ in refs], ignore_index=True)

@@ -51,9 +51,11 @@ def _summary(rng, reference, quality):
     return " ".join(kept)
 
 
-def finished_experiment(path: Path) -> Path:
+def finished_experiment(path: Path, decoding_settings: list[dict] | None = None, test_decodings: bool = True) -> Path:
     """A finished 2 models x 2 folds experiment (fake summaries of two qualities): 16 train
-    (OOF), 6 dev and 4 test dialogues, candidates, empty scores."""
+    (OOF), 6 dev and 4 test dialogues, candidates, empty scores. With ``decoding_settings``
+    (every model's extra settings d1, d2, ...), candidates of each extra label too, of
+    another quality: OOF and dev, and test unless not ``test_decodings``."""
     from raysum.config.resolve import resolve
 
     rng = random.Random(0)
@@ -73,7 +75,28 @@ def finished_experiment(path: Path) -> Path:
                                  "fold": fold, "tta": "none", "text": _summary(rng, ref[0], quality[model]),
                                  "n_tokens": 8, "logprob": -rng.random()})
     candidates = pd.DataFrame(rows)
+    if decoding_settings:
+        candidates["decoding"] = "d0"
+        extra = _extra_decodings(candidates, frames, decoding_settings, test_decodings)
+        candidates = pd.concat([candidates, extra], ignore_index=True)
     candidates["fold"] = candidates["fold"].astype("Int64")
-    cfg = resolve({"models": MODELS, "k_folds": 2, "mode": "full", "seed": 7})
+    settings = {"decoding_settings": decoding_settings} if decoding_settings else {}
+    cfg = resolve({"models": MODELS, "k_folds": 2, "mode": "full", "seed": 7, **settings})
     write_experiment(path, config_tree=cfg.tree(), inputs=frames, candidates=candidates, scores={})
     return path
+
+
+def _extra_decodings(candidates: pd.DataFrame, frames: dict, settings: list[dict], test: bool) -> pd.DataFrame:
+    """Rows of the labels d1, d2, ...: the d0 rows' dialogues, summaries of another quality."""
+    rng = random.Random(1)
+    refs = {("oof" if split == "train" else split, f): r[0] if len(r) else " ".join(rng.choice(WORDS) for _ in range(8))
+            for split, frame in frames.items() for f, r in zip(frame["fname"], frame["references"])}
+    out = []
+    for number, _ in enumerate(settings, start=1):
+        rows = candidates[candidates["split"].isin(["oof", "dev", "test"] if test else ["oof", "dev"])].copy()
+        quality = {"tiny-bart": 0.6, "tiny-llama": 0.9} if number == 1 else {"tiny-bart": 0.4, "tiny-llama": 0.4}
+        rows["text"] = [_summary(rng, refs[(s, f)], quality[m]) for s, f, m in zip(rows["split"], rows["fname"],
+                                                                                    rows["model"])]
+        rows["decoding"] = f"d{number}"
+        out.append(rows)
+    return pd.concat(out, ignore_index=True)

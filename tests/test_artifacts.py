@@ -133,7 +133,7 @@ def test_a_damaged_unit_json_trains_the_unit_again_and_says_so(tmp_path, monkeyp
     unit.info_file.write_text('{"status": "do', encoding="utf-8")
     launched = []
     monkeypatch.setattr(_run, "launch_unit", lambda name, *a, **k: launched.append(name) or name)
-    monkeypatch.setattr(_run, "watch_units", lambda runs, names, path, console: {})
+    monkeypatch.setattr(_run, "watch_units", lambda runs, names, path, console, queue=None: {})
     monkeypatch.setattr(_run, "_finish", lambda *a, **k: None)
     console = Console(record=True, width=400)
     _run._run_units(tmp_path, exp.resolved(), console, None)

@@ -108,6 +108,9 @@ DAMAGE = {
     "scores_truncated": lambda w: (w["exp"] / layout.SCORES).write_text('{"units": {"tiny-b'),
     "candidates_truncated": lambda w: _truncate(w, layout.CANDIDATES),
     "binary": lambda w: _binary(w),
+    "training_best_config": lambda w: _yaml(w, "bad", "# tiny-bart: best trial t1 of x: eval_loss 1.0\n"
+                                                      "# train it: raysum train --config analysis/best_config.yaml\n"
+                                                      "mode: kfold\n"),
 }
 TRAIN = ["train", "--models", "tiny-bart", "--output_dir", "{out}", "--max_train_samples", "20"]
 TWO = ["--mode", "multi_model", "--models", "tiny-bart", "tiny-llama"]
@@ -148,6 +151,12 @@ CASES = {
                                          "0"], 2, "--num_cpus must be >= 1, got 0"),
     "ensemble weight -1": Case(["ensemble", "--experiment", "{exp}", "--strategy", "weighted_avg",
                                 "--ensemble_weights", "-1", "1"], 2, "--ensemble_weights: must be >= 0"),
+    "finalize weight -1": Case(["finalize", "{exp}", "--strategy", "weighted_avg", "--ensemble_weights", "-1", "1"],
+                               2, "--ensemble_weights: must be >= 0"),
+    "finalize one weight for two models": Case(["finalize", "{exp}", "--strategy", "weighted_avg",
+                                                "--ensemble_weights", "1"], 2, "ensemble_weights has 1 values"),
+    "finalize unknown decoding label": Case(["finalize", "{exp}", "--decoding", "tiny-bart=d2"], 2,
+                                            "--decoding tiny-bart=d2: tiny-bart has decoding settings d0"),
     "cluster port": Case(["cluster", "up", "--port", "70000", "--state", "{dir}"], 2, "--port: must be in [1, 65535]"),
     # 2. paths and names
     "output_dir is a file": Case(TRAIN[:-4] + ["--output_dir", "{file}"], 2, "is an existing file; give a directory"),
@@ -161,6 +170,9 @@ CASES = {
     "config missing": Case(TRAIN + ["--config", "{dir}/absent.yaml"], 2, "absent.yaml"),
     "config is a directory": Case(TRAIN + ["--config", "{dir}"], 2, "--config"),
     "config not YAML": Case(TRAIN + ["--config", "{bad}"], 2, "not valid YAML", "bad_yaml"),
+    "finalize with a training search's config": Case(["finalize", "{exp}", "--config", "{bad}"], 2,
+                                                     "is a training search's best config", "training_best_config"),
+    "finalize a file": Case(["finalize", "{file}"], 2, "is a file, not a directory"),
     "resume a file": Case(["train", "--resume", "{file}"], 2, "is a file, not a directory"),
     "resume a plain directory": Case(["train", "--resume", "{dir}"], 1, "not a raysum experiment directory"),
     "predict output is a directory": Case(["predict", "--experiment", "{exp}", "--test_data", "{test}", "--output",
@@ -174,6 +186,8 @@ CASES = {
                                   "scores_truncated"),
     "candidates truncated": Case(["ensemble", "--experiment", "{exp}", "--strategy", "voting"], 1,
                                  layout.CANDIDATES, "candidates_truncated"),
+    "finalize, scores.json truncated": Case(["finalize", "{exp}"], 1, layout.SCORES, "scores_truncated"),
+    "finalize, candidates truncated": Case(["finalize", "{exp}"], 1, layout.CANDIDATES, "candidates_truncated"),
     # 7. data
     "NUL in fname": Case(TRAIN + ["--train_data", "{bad}"], 2, "row 5 (fname): control character U+0000 (NUL)",
                          "nul_fname"),

@@ -126,7 +126,7 @@ def test_subset_reuses_pairwise_rouge_exactly():
 
 @pytest.fixture(scope="module")
 def experiment(tmp_path_factory, ray_session) -> Path:
-    """tiny-bart + tiny-llama x 2 folds, each unit generating OOF and dev with d0, d1, d2."""
+    """tiny-bart + tiny-llama x 2 folds, each unit generating OOF, dev and test with d0, d1, d2."""
     root = tmp_path_factory.mktemp("decoding")
     data = {}
     for split in ("dev", "test"):
@@ -148,7 +148,8 @@ def test_units_generate_oof_and_dev_once_per_decoding(experiment):
     assert list(cand.columns) == ["split", "fname", "model", "fold", "tta", "decoding", "text", "n_tokens", "logprob"]
     key = ["split", "fname", "model", "fold", "decoding"]
     assert not cand.duplicated(key).any()
-    for split, labels in (("oof", {"d0", "d1", "d2"}), ("dev", {"d0", "d1", "d2"}), ("test", {"d0"})):
+    # test too (decoding_for_test, on by default), so finalize applies any setting without generating
+    for split, labels in (("oof", {"d0", "d1", "d2"}), ("dev", {"d0", "d1", "d2"}), ("test", {"d0", "d1", "d2"})):
         rows = cand[cand["split"] == split]
         assert set(rows["decoding"]) == labels, split
         per_setting = rows.groupby(["model", "fold", "decoding"]).size()
@@ -161,8 +162,8 @@ def test_units_generate_oof_and_dev_once_per_decoding(experiment):
                                        "max_length": 20}
     assert unit["decodings"]["d2"] == {"num_beams": 3, "length_penalty": 1.6, "no_repeat_ngram_size": 2,
                                        "max_length": 20}
-    assert set(unit["decodings_generate_s"]) == {"d1", "d2"} and all(
-        s > 0 for s in unit["decodings_generate_s"].values())
+    for key in ("decodings_generate_s", "decodings_test_generate_s"):  # OOF + dev, and test, per extra setting
+        assert set(unit[key]) == {"d1", "d2"} and all(s > 0 for s in unit[key].values())
 
 
 @pytest.mark.slow

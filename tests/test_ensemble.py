@@ -314,6 +314,26 @@ def test_stacking_oof_picks_never_use_a_model_trained_on_the_dialogue(experiment
     assert sorted(predicted_oof) == sorted(oof_fnames)  # each OOF dialogue scored exactly once
 
 
+def test_stacking_fits_on_one_openmp_thread_and_picks_the_same(experiment, monkeypatch):
+    """Two OpenMP threads on 2 busy cores made the demo's stacking 10x slower; one picks the same."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    prepared, refs, _ = experiment
+    threads = []
+    real_fit = stacking._fit_meta_model
+
+    def spy_fit(features, target, seed):
+        threads.append({p["num_threads"] for p in threadpool_info() if p["user_api"] == "openmp"})
+        return real_fit(features, target, seed)
+
+    monkeypatch.setattr(stacking, "_fit_meta_model", spy_fit)
+    with threadpool_limits(limits=2, user_api="openmp"):
+        picks = ensemble.select(prepared, "stacking", references=refs["oof"])
+    assert threads and all(t == {1} for t in threads), threads
+    monkeypatch.setattr(stacking, "_one_thread", lambda: threadpool_limits(limits=2, user_api="openmp"))
+    assert ensemble.select(prepared, "stacking", references=refs["oof"]).equals(picks)
+
+
 def test_stacking_needs_oof_candidates():
     prepared = ensemble.prepare(table(hand_pool()), {"d0": DIALOGUE})
     with pytest.raises(ValueError, match="out-of-fold"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import re
 import typing
@@ -51,11 +52,14 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
     """Every ExperimentConfig field as `--<name>`; only flags actually given reach the namespace."""
     docs = field_docs(ExperimentConfig)
     hints = typing.get_type_hints(ExperimentConfig)
+    defaults = {f.name: f.default for f in dataclasses.fields(ExperimentConfig)}
     group = parser.add_argument_group("settings (precedence: default < preset < --config file < command line)")
     for name, hint in hints.items():
         kwargs: dict = {"default": argparse.SUPPRESS, "help": docs.get(name, "")}
         base = _strip_optional(hint)
-        if base is bool:
+        if base is bool and defaults.get(name) is True:  # on by default: `--name false` turns it off
+            kwargs.update(nargs="?", const=True, type=_yes_no, metavar="true|false")
+        elif base is bool:
             kwargs["action"] = "store_true"
         elif typing.get_origin(base) is list:
             item = typing.get_args(base)[0]
@@ -76,6 +80,15 @@ def add_train_flags(parser: argparse.ArgumentParser) -> None:
                              "(search_spaces/decoding.yaml), seeded by --seed")
     parser.add_argument("--decoding_trials", type=int, default=None, metavar="K",
                         help="settings drawn from --decoding_space, 1..3 (default 3)")
+
+
+def _yes_no(text: str) -> bool:
+    """A flag value read as true or false (also yes/no, on/off, 1/0)."""
+    value = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False,
+             "0": False}.get(text.strip().lower())
+    if value is None:
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return value
 
 
 def _yaml_mapping(text: str) -> dict:

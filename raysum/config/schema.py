@@ -128,6 +128,13 @@ class ModelSettings:
     lora: Optional[LoraSettings] = doc("LoRA adapters (causal models); null = full fine-tune", None)
     quantization: Optional[str] = doc("QLoRA base-model quantization: null or nf4 (GPU, bitsandbytes)", None)
     gradient_checkpointing: bool = doc("trade compute for activation memory", False)
+    select_best: str = doc(
+        "which epoch's weights the unit keeps: last, eval_loss (lowest loss on the unit's held-out part) or "
+        "eval_score (highest competition score of its summaries of the held-out part, generated after each epoch)",
+        "last")
+    early_stopping_patience: int = doc(
+        "end training after this many epochs in a row without a better select_best metric (eval_loss when "
+        "select_best is last); 0 = train every epoch", 0, at_least=0, at_most=1000)
     checkpoint_every: int = doc(
         "epochs between resume checkpoints (optimizer state included; the last one is written after the timed "
         "training loop); 0 = none: an interrupted unit trains again from the start", 1, at_least=0, at_most=1000)
@@ -148,10 +155,11 @@ class ModelSettings:
 # Per-model fields that a global flag of the same name sets for every model.
 SHARED_FIELDS = (
     "epochs", "batch_size", "learning_rate", "gradient_accumulation_steps", "warmup_ratio",
-    "num_beams", "max_length", "decoding_settings", "generation_batch_size",
+    "num_beams", "max_length", "decoding_settings", "generation_batch_size", "select_best", "early_stopping_patience",
 )
 
 LR_SCHEDULERS = ("linear", "cosine", "constant_with_warmup")  # transformers' SchedulerType names
+SELECT_BEST = ("last", "eval_loss", "eval_score")  # the epoch a unit keeps
 MODES = ("single", "kfold", "multi_model", "optuna", "full")
 ONE_MODEL_MODES = ("single", "kfold")
 FOLD_MODES = ("kfold", "full", "optuna")  # optuna: trials validate on fold 0
@@ -169,9 +177,16 @@ class ExperimentConfig:
     num_beams: Optional[int] = doc("beams at generation (every model)", None)
     max_length: Optional[int] = doc("maximum generated summary tokens (every model)", None)
     generation_batch_size: Optional[int] = doc("most dialogues per generation batch (every model)", None)
+    select_best: Optional[str] = doc("the epoch each unit keeps: last, eval_loss or eval_score (every model)", None)
+    early_stopping_patience: Optional[int] = doc(
+        "epochs without improvement before a unit stops training, 0 = off (every model)", None)
     decoding_settings: Optional[list[dict]] = doc(
         "up to 3 more decoding settings per unit (every model), e.g. '{num_beams: 1}' '{length_penalty: 1.4}': "
         "OOF and dev generated once per setting for `raysum tune --space search_spaces/decoding.yaml`", None)
+    decoding_for_test: bool = doc(
+        "generate test with every extra decoding setting too (decoding_settings, --decoding_space), so "
+        "`raysum finalize` applies any searched setting without generating; false: OOF and dev only (a large "
+        "test set)", True)
     use_augmentation: bool = doc("add augmented training examples (training part of each fold only)", False)
     augmentation_methods: list[str] = doc("augmentation methods", default_factory=lambda: ["back_translation"])
     augmentation_ratio: float = doc("augmented examples per training example", 0.1, above=0, at_most=100)

@@ -15,7 +15,9 @@ from collections.abc import Callable
 from dataclasses import fields, is_dataclass
 
 from raysum.config.resolve import DEFAULT, ResolvedConfig
-from raysum.config.schema import FOLD_MODES, LR_SCHEDULERS, MODES, ONE_MODEL_MODES, SHARED_FIELDS, ModelSettings, field_bounds
+from raysum.config.schema import (
+    FOLD_MODES, LR_SCHEDULERS, MODES, ONE_MODEL_MODES, SELECT_BEST, SHARED_FIELDS, ModelSettings, field_bounds,
+)
 
 KINDS = ("seq2seq", "causal")
 # An experiment name becomes one directory name under output_dir: letters (any script), digits,
@@ -93,6 +95,7 @@ def config_problems(cfg: ResolvedConfig) -> tuple[list[str], list[str]]:
                 warnings.append(f"{key} is not used in mode {exp.mode} (no folds); it applies in kfold and full")
     for name, m in cfg.models.items():
         warnings.extend(_guarded_list(lambda settings: deepspeed_notes(name, settings), m))
+        warnings.extend(_guarded_list(lambda settings: early_stopping_notes(name, settings), m))
         if m.trust_remote_code is True:
             warnings.append(f"models.{name}: trust_remote_code is on: Python code from the repository of "
                             f"checkpoint {m.checkpoint!r} runs on every worker that loads it; keep it on only for "
@@ -105,6 +108,9 @@ def config_problems(cfg: ResolvedConfig) -> tuple[list[str], list[str]]:
         for key in ("tta_strategies", "tta_num_aug"):
             if key in given:
                 warnings.append(f"{key} is set but use_tta is off: no TTA happens")
+    if "decoding_for_test" in given and _failed(lambda: any(m.decoding_settings for m in cfg.models.values())):
+        warnings.append("decoding_for_test is set but no model has extra decoding settings (decoding_settings, "
+                        "--decoding_space): test is generated with each model's own settings only")
     return problems, warnings
 
 
@@ -147,6 +153,7 @@ def model_problems(m: ModelSettings) -> list[str]:
         (lambda: m.packing in ("auto", "packed", "padded"), f"packing {m.packing!r}: choose auto, packed or padded"),
         (lambda: m.lr_scheduler in LR_SCHEDULERS,
          f"lr_scheduler {m.lr_scheduler!r}: choose {', '.join(LR_SCHEDULERS)}"),
+        (lambda: m.select_best in SELECT_BEST, f"select_best {m.select_best!r}: choose {', '.join(SELECT_BEST)}"),
         (lambda: m.quantization in (None, "nf4"), f"quantization {m.quantization!r}: choose null or nf4"),
         (lambda: m.deepspeed in (None, "zero2", "zero3"), f"deepspeed {m.deepspeed!r}: choose null, zero2 or zero3"),
     ]
@@ -193,8 +200,20 @@ def deepspeed_notes(name: str, m: ModelSettings) -> list[str]:
             "overhead: ZeRO shards across workers; set deepspeed: null, or num_workers > 1"]
 
 
+def early_stopping_notes(name: str, m: ModelSettings) -> list[str]:
+    """A patience the epochs cannot use up: the first evaluation sets the best, and a stop needs
+    `patience` evaluations after it, all before the last epoch."""
+    patience, evaluations = m.early_stopping_patience, math.ceil(m.epochs)
+    if not patience or patience < evaluations - 1:
+        return []
+    return [f"models.{name}: early_stopping_patience {patience} with epochs {m.epochs:g}: training cannot stop "
+            f"early (a stop needs {patience} evaluation(s) without improvement before the last epoch)"]
+
+
 def _guarded_list(check, value) -> list[str]:
+    """``check(value)``, or nothing where a value of the wrong type or range (reported by the
+    type and range checks) keeps it from running."""
     try:
         return check(value)
-    except (TypeError, AttributeError):
+    except (TypeError, AttributeError, ValueError, OverflowError):
         return []

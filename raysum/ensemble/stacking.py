@@ -49,6 +49,19 @@ def _fit_meta_model(features: pd.DataFrame, target: np.ndarray, seed: int):
     return model.fit(features, target)
 
 
+def _one_thread():
+    """The meta-model's OpenMP threads limited to one. Its tables are small (thousands to
+    ~100k candidates, 20-odd features): each boosting split is too short to share out, and
+    threads that spin-wait for each other collapse as soon as another process is busy. On
+    the 2-core machine with one other busy process, the demo's stacking took 48 s with two
+    threads and 4 s with one; one thread fits 100k rows in about 3 s. The fit is the same
+    whatever the thread count (each feature's histogram is built by one thread)."""
+    import sklearn.ensemble  # noqa: F401 - its OpenMP runtime loaded first: a limit covers loaded libraries only
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="openmp")
+
+
 def _importances(model, features: pd.DataFrame, target: np.ndarray, seed: int) -> dict[str, float]:
     """Permutation importance: the drop in the meta-model's R^2 on (at most
     IMPORTANCE_ROWS of) its training candidates when one feature is shuffled."""
@@ -109,14 +122,16 @@ def select(
         )
     features = candidate_features(prepared)
     predictions = np.zeros(len(features))
-    predictions[oof], n_splits = _cross_fitted(features[oof], target, oof_fnames, seed)
-    train = features[oof][labelled]
-    model = _fit_meta_model(train, target[labelled], seed)
-    if (~oof).any():
-        predictions[~oof] = model.predict(features[~oof])
+    with _one_thread():
+        predictions[oof], n_splits = _cross_fitted(features[oof], target, oof_fnames, seed)
+        train = features[oof][labelled]
+        model = _fit_meta_model(train, target[labelled], seed)
+        if (~oof).any():
+            predictions[~oof] = model.predict(features[~oof])
+        importances = _importances(model, train, target[labelled], seed)
     info = {
         "cv_oof": None,  # the OOF score of these cross-fitted picks, filled in by evaluate
-        "feature_importances": _importances(model, train, target[labelled], seed),
+        "feature_importances": importances,
         "n_splits": n_splits,
         "n_train_candidates": int(labelled.sum()),
         "n_train_dialogues": int(len(np.unique(oof_fnames[labelled]))),

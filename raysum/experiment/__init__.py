@@ -9,11 +9,12 @@ naming it, or a note where raysum can do without it (:mod:`.files`).
 from raysum.experiment import layout
 from raysum.experiment.candidates import COLUMNS as CANDIDATE_COLUMNS
 from raysum.experiment.directory import (
-    Experiment, UnitFiles, read_json, read_jsonl, settings_hash, write_csv, write_json, write_parquet,
+    UNIT_SELECTION_KEYS, Experiment, UnitFiles, read_json, read_jsonl, settings_hash, unit_selection, write_csv,
+    write_json, write_parquet,
 )
 from raysum.experiment.files import read_csv, read_parquet
 
 __all__ = [
-    "CANDIDATE_COLUMNS", "Experiment", "UnitFiles", "layout", "read_json", "read_jsonl", "settings_hash", "write_csv",
-    "write_json", "write_parquet", "read_csv", "read_parquet",
+    "CANDIDATE_COLUMNS", "Experiment", "UNIT_SELECTION_KEYS", "UnitFiles", "layout", "read_json", "read_jsonl",
+    "settings_hash", "unit_selection", "write_csv", "write_json", "write_parquet", "read_csv", "read_parquet",
 ]

@@ -34,6 +34,16 @@ def settings_hash(settings: dict) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
+# unit.json: which epoch's weights a unit kept (`select_best`, the epoch, its step), how many
+# epochs it trained and whether early stopping ended it, and why.
+UNIT_SELECTION_KEYS = ("selected_by", "best_epoch", "best_step", "epochs_trained", "stopped_early", "stop_reason")
+
+
+def unit_selection(info: dict) -> dict:
+    """The selection keys of a unit.json ({} for a unit from before raysum recorded them)."""
+    return {k: info[k] for k in UNIT_SELECTION_KEYS if k in info}
+
+
 class UnitFiles:
     """One unit's directory, ``units/<model>/<fold label>/``."""
 
@@ -62,6 +72,11 @@ class UnitFiles:
     @property
     def attempts_file(self) -> Path:
         return self.path / layout.ATTEMPTS_JSONL
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        """The trained weights (what generating again after training loads)."""
+        return self.path / layout.UNIT_CHECKPOINT_DIR
 
     def info(self) -> dict:
         """unit.json ({} before the unit finished). A damaged one reads as {} with a note:
@@ -217,6 +232,11 @@ class Experiment:
 
     def prediction_dir(self, name: str) -> Path:
         return self.path / layout.PREDICTIONS_DIR / name
+
+    @property
+    def finalize_dir(self) -> Path:
+        """Where ``raysum finalize`` puts the test candidates it generates until the units' files hold them."""
+        return self.path / layout.FINALIZE_DIR
 
     # ------------------------------------------------------------------ config and run
 

@@ -10,6 +10,7 @@
         candidates.parquet  scores.json  submission.csv  report.md  report.html  plots/
         submission.<YYYYMMDD-HHMMSS>.csv   (a replaced submission, kept; see kept_name)
         predictions/<file>/      (raysum predict)
+        finalize/                (raysum finalize: test candidates being generated, merged into the units')
         tune/                    (searches)  analysis/  (raysum analyze)
         ray/                     (Ray Train's storage, unless --storage_path)
         tensorboard/<model>_<fold label>/   (TensorBoard events per unit)
@@ -36,6 +37,7 @@ INPUTS_DIR = "inputs"
 UNITS_DIR = "units"
 REPLACED_DIR = "replaced"  # replaced/<time>/<model>/<fold label>/: units a resume retrained (--retrain_changed)
 PREDICTIONS_DIR = "predictions"
+FINALIZE_DIR = "finalize"  # raysum finalize's scratch: test candidates generated, until the units' files hold them
 TUNE_DIR = "tune"
 ANALYSIS_DIR = "analysis"
 RAY_DIR = "ray"

@@ -1,8 +1,9 @@
 """Decoding settings: the model's own generation settings and up to three more per unit.
 
-A unit generates its out-of-fold and dev dialogues once per decoding setting (the model
-is loaded once); test and TTA variants only with the model's own settings, so the extra
-cost is one more pass over OOF + dev per setting. Each setting has a short stable label:
+A unit generates its out-of-fold, dev and test dialogues once per decoding setting (the
+model is loaded once; test only with the experiment's ``decoding_for_test``, on by
+default); TTA variants only with the model's own settings, so the extra cost is one more
+pass over OOF + dev + test per setting. Each setting has a short stable label:
 ``d0`` is the model's own (``num_beams``, ``length_penalty``, ``no_repeat_ngram_size``,
 ``max_length``), ``d1``..``d3`` are the model's ``decoding_settings`` in order, each a
 partial override of the model's own::
@@ -11,9 +12,10 @@ partial override of the model's own::
     raysum train ... --decoding_space search_spaces/decoding.yaml --decoding_trials 3
 
 The candidates table's ``decoding`` column holds the label. Scores, ensembles, the
-submission and ``raysum predict`` use ``d0`` only (:func:`default_decoding`); the other
-labels are there for ``raysum tune --space search_spaces/decoding.yaml``, which picks a
-setting per model on the cached candidates.
+run's submission and ``raysum predict`` use ``d0`` only (:func:`default_decoding`); the
+other labels are there for ``raysum tune --space search_spaces/decoding.yaml``, which
+picks a setting per model on the cached candidates, and ``raysum finalize``, which
+submits that choice.
 
 Sampling is a decoding setting too: ``{do_sample: true, temperature: 0.8, top_p: 0.95}``
 (``num_beams: 1``; temperature and top_p only with do_sample). Each label samples with

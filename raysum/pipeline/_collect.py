@@ -12,7 +12,7 @@ from rich.console import Console
 
 from raysum.config.resolve import ResolvedConfig
 from raysum.errors import DataError, RaysumError
-from raysum.experiment import Experiment, layout, write_parquet
+from raysum.experiment import Experiment, layout, unit_selection, write_parquet
 from raysum.experiment.candidates import DECODING_COLUMN as DECODING, normalize
 from raysum.generation.decodings import default_decoding
 from raysum.pipeline._experiment import Unit
@@ -53,8 +53,8 @@ def score_experiment(path: Path, cfg: ResolvedConfig, units: list[Unit], candida
                      notes: list[str] | None = None) -> dict:
     """Per unit: OOF, dev (and test where it has references); per model: all folds' OOF
     together, and the untrained model's dev score; all with the models' own decoding
-    settings (d0). Units with extra decoding settings get `decodings`: each label's
-    settings and OOF/dev scores. Written to `scores.json`. What was left out (a damaged
+    settings (d0); `selection`: the epoch whose weights the unit kept (select_best). Units
+    with extra decoding settings get `decodings`: each label's settings and OOF/dev scores. Written to `scores.json`. What was left out (a damaged
     baseline) goes into `notes`."""
     exp = Experiment(path)
     if notes is not None:
@@ -74,6 +74,8 @@ def score_experiment(path: Path, cfg: ResolvedConfig, units: list[Unit], candida
         if meta:
             entry["timing"] = {k: meta.get(k) for k in ("train_s", "generate_s", "train_samples", "steps")}
             entry["node_id"] = meta.get("node_id")
+            if unit_selection(meta):  # the epoch whose weights made these summaries
+                entry["selection"] = unit_selection(meta)
         if unit.fold_label in augmentation:
             entry["augmentation"] = augmentation[unit.fold_label]
         decodings = _decoding_scores(candidates, unit, meta.get("decodings") if meta else None, refs)

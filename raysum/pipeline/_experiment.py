@@ -179,7 +179,26 @@ def unit_config(path: Path, cfg: ResolvedConfig, unit: Unit, baseline: bool) -> 
         "tracking": list(cfg.experiment.tracking),
         "tracking_dir": str(tracking_dir(path, unit.model, unit.fold_label)),
         "settings": unit_settings(cfg, unit.model),
+        "decoding_splits": decoding_splits(cfg),
+        **epoch_score(exp, cfg, unit),
     }
+
+
+def epoch_score(exp: Experiment, cfg: ResolvedConfig, unit: Unit) -> dict:
+    """A unit that keeps its best epoch by eval_score scores its held-out part after each epoch
+    (the OOF part of a fold, dev for a unit without folds) against these references, with
+    the tokens scores.json uses."""
+    if cfg.models[unit.model].select_best != "eval_score":
+        return {}
+    references = exp.input_file("train" if unit.fold is not None else "dev")
+    return {"epoch_score": {"references": str(references), "tokenizer": "kiwi"}}
+
+
+def decoding_splits(cfg: ResolvedConfig) -> list[str]:
+    """The splits a unit generates once per extra decoding setting: OOF and dev (what a
+    decoding search scores), and test unless ``decoding_for_test`` is off (what finalize
+    submits). TTA variants: the model's own settings only."""
+    return ["oof", "dev", *(["test"] if cfg.experiment.decoding_for_test else [])]
 
 
 def ray_storage(path: Path, cfg: ResolvedConfig) -> str:

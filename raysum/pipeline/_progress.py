@@ -11,6 +11,7 @@ from rich.table import Table
 
 from raysum.experiment import Experiment, UnitFiles
 from raysum.launch import shutdown_ray
+from raysum.pipeline._queue import UnitQueue
 
 POLL_S = 0.5
 
@@ -47,11 +48,15 @@ def _table(names: list[str], exp_dir: Path, finished: dict[str, str | None], sta
     return table
 
 
-def watch_units(runs: list, names: list[str], exp_dir: Path, console: Console) -> dict[str, str]:
-    """Wait for every run, showing progress; returns {unit name: error} of failed units."""
+def watch_units(runs: list, names: list[str], exp_dir: Path, console: Console,
+                queue: UnitQueue | None = None) -> dict[str, str]:
+    """Wait for every run, showing progress; returns {unit name: error} of failed units.
+    ``queue`` hears when a unit starts training and when it ends; the runs it launches
+    then are watched too."""
     import ray
 
     pending = {run.ref: run for run in runs}
+    training: set[str] = set()
     finished: dict[str, str | None] = {}
     started = time.time()
     try:
@@ -66,6 +71,10 @@ def watch_units(runs: list, names: list[str], exp_dir: Path, console: Console) -
                         finished[run.name] = None
                     except Exception as exc:  # noqa: BLE001 - any unit failure is reported, not raised
                         finished[run.name] = _short_error(exc)
+                    if queue is not None:
+                        pending.update({job.ref: job for job in queue.finished(run.name)})
+                if queue is not None:
+                    pending.update(_newly_training(list(pending.values()), training, queue))
                 live.update(_table(names, exp_dir, finished, started))
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the units stop before the experiment directory is let go
         shutdown_ray()
@@ -73,6 +82,17 @@ def watch_units(runs: list, names: list[str], exp_dir: Path, console: Console) -
     if not console.is_terminal:
         console.print(_table(names, exp_dir, finished, started))
     return {name: err for name, err in finished.items() if err}
+
+
+def _newly_training(runs: list, training: set[str], queue: UnitQueue) -> dict:
+    """Tell ``queue`` of each run that began training since the last look (its unit
+    directory has its first attempt or metrics); returns the runs it launched, by ref."""
+    launched = {}
+    for run in runs:
+        if run.name not in training and UnitFiles(run.unit_dir).started():
+            training.add(run.name)
+            launched.update({job.ref: job for job in queue.started(run.name)})
+    return launched
 
 
 def _short_error(exc: Exception) -> str:
@@ -83,8 +103,8 @@ def _short_error(exc: Exception) -> str:
 
 def print_scores(scores: dict, console: Console) -> None:
     table = Table(title=f"scores (Korean ROUGE F1, {scores['tokenizer']} tokens; competition score 0-100)")
-    for col in ("unit", "OOF R1", "OOF R2", "OOF RL", "OOF score", "dev R1", "dev R2", "dev RL", "dev score",
-                "dev untrained"):
+    for col in ("unit", "epoch", "OOF R1", "OOF R2", "OOF RL", "OOF score", "dev R1", "dev R2", "dev RL",
+                "dev score", "dev untrained"):
         table.add_column(col, justify="right" if col != "unit" else "left")
     for name, unit in scores["units"].items():
         oof, dev = unit.get("oof"), unit.get("dev")
@@ -95,8 +115,18 @@ def print_scores(scores: dict, console: Console) -> None:
                 return ["-"] * 4
             return [f"{s['rouge1']:.4f}", f"{s['rouge2']:.4f}", f"{s['rougeL']:.4f}", f"{s['competition_score']:.2f}"]
 
-        table.add_row(name, *cells(oof), *cells(dev), f"{base['competition_score']:.2f}" if base else "-")
+        table.add_row(name, _kept_epoch(unit.get("selection") or {}), *cells(oof), *cells(dev),
+                      f"{base['competition_score']:.2f}" if base else "-")
     for strategy, result in scores.get("ensembles", {}).items():
         marker = " (submission)" if strategy == scores.get("ensemble_strategy") else ""
-        table.add_row(f"[bold]ensemble {strategy}{marker}[/]", *cells(result.get("oof")), *cells(result.get("dev")), "-")
+        table.add_row(f"[bold]ensemble {strategy}{marker}[/]", "-", *cells(result.get("oof")),
+                      *cells(result.get("dev")), "-")
     console.print(table)
+
+
+def _kept_epoch(selection: dict) -> str:
+    """The epoch whose weights made a unit's summaries, and what chose it (`select_best`)."""
+    if selection.get("best_epoch") is None:
+        return "-"
+    stopped = ", stopped early" if selection.get("stopped_early") else ""
+    return f"{selection['best_epoch']:g} ({selection.get('selected_by')}{stopped})"

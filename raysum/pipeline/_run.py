@@ -18,7 +18,7 @@ from raysum.config.resolve import ResolvedConfig
 from raysum.errors import ConfigError, RaysumError
 from raysum.experiment import Experiment, layout
 from raysum.experiment.lock import ExperimentLock
-from raysum.launch import check_resources, cluster_nodes, init_ray, launch_unit
+from raysum.launch import check_resources, cluster_nodes, fixed_capacity, init_ray, launch_unit, unit_demand
 from raysum.pipeline._collect import collect_candidates, run_ensembles, score_experiment, write_submission
 from raysum.pipeline._experiment import (
     Unit,
@@ -30,6 +30,7 @@ from raysum.pipeline._experiment import (
     write_experiment_files,
 )
 from raysum.pipeline._progress import print_scores, watch_units
+from raysum.pipeline._queue import UnitQueue
 from raysum.pipeline._resume import check_resume
 from raysum.pipeline.validate import validate
 
@@ -141,21 +142,25 @@ def _run_units(path: Path, cfg: ResolvedConfig, console: Console, after: AfterRu
                force: bool = False) -> None:
     units = plan_units(cfg)
     baseline_done: set[str] = set()
-    runs, reused = [], []
+    reused = []
     started = time.time()
     exp = Experiment(path)
+    settings = {unit.name: cfg.models[unit.model] for unit in units}
+    storage = ray_storage(path, cfg)
+    queue = UnitQueue(lambda name, config: launch_unit(name, config, settings[name], storage), fixed_capacity())
     for unit in units:
         config = unit_config(path, cfg, unit, baseline=unit.model not in baseline_done)
         baseline_done.add(unit.model)
         if exp.unit(unit.model, unit.fold).done():
             reused.append(unit.name)
             continue
-        runs.append(launch_unit(unit.name, config, cfg.models[unit.model], ray_storage(path, cfg)))
+        queue.add(unit.name, config, unit_demand(settings[unit.name]))
+    runs = queue.launch_ready()
     for note in exp.notes:  # a damaged unit.json: that unit trains again
         console.print(f"[cyan]note:[/] {note}")
     if reused:
         console.print(f"reusing {len(reused)} finished unit(s): {', '.join(reused)}")
-    failures = watch_units(runs, [u.name for u in units], path, console)
+    failures = watch_units(runs, [u.name for u in units], path, console, queue=queue)
     _record_timing(path, "unit_phases", started)
     if failures:
         try:  # what finished, for the post-mortem; the unit failures are the error to raise

@@ -138,7 +138,9 @@ def _epoch_train_losses(unit) -> list[float]:
     return means
 
 
-@register_check("eval_loss_rising", "Eval loss rises while train loss falls (overfitting)")
+@register_check("eval_loss_rising", "Eval loss rises while train loss falls (overfitting)",
+                advice="`select_best: eval_loss` keeps the epoch with the lowest eval loss, and "
+                       "`early_stopping_patience` ends training once it stops falling (per model or global)")
 def eval_loss_rising(record: ExperimentRecord) -> list[str]:
     out = []
     for unit in record.units:
@@ -147,11 +149,14 @@ def eval_loss_rising(record: ExperimentRecord) -> list[str]:
             continue
         eval_losses, train_losses = evals["eval_loss"].tolist(), _epoch_train_losses(unit)
         epochs = evals["epoch"].tolist()
+        kept = unit.selection
+        kept = (f" (the unit kept epoch {kept['best_epoch']:g}, by {kept['selected_by']})"
+                if kept.get("selected_by", "last") != "last" and kept.get("best_epoch") is not None else "")
         for i in range(1, len(eval_losses)):
             if eval_losses[i] > eval_losses[i - 1] and train_losses[i] < train_losses[i - 1]:
                 out.append(f"unit {unit.name}: from epoch {epochs[i - 1]:g} to {epochs[i]:g} eval loss rose "
                            f"{eval_losses[i - 1]:.4f} -> {eval_losses[i]:.4f} while mean train loss fell "
-                           f"{train_losses[i - 1]:.4f} -> {train_losses[i]:.4f}")
+                           f"{train_losses[i - 1]:.4f} -> {train_losses[i]:.4f}{kept}")
     return out
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from raysum.experiment import Experiment, layout
+from raysum.experiment import Experiment, layout, unit_selection
 
 
 @dataclass
@@ -44,12 +44,19 @@ class UnitRecord:
         return self.metrics[self.metrics["eval_loss"].notna()] if "eval_loss" in self.metrics else self.metrics.iloc[0:0]
 
     @property
+    def selection(self) -> dict:
+        """Which epoch's weights the unit kept and why training ended ({} when not recorded)."""
+        return unit_selection(self.info)
+
+    @property
     def samples_per_s(self) -> float | None:
-        """Training throughput: training examples x epochs / training seconds (unit.json)."""
+        """Training throughput: training examples x epochs trained (fewer than `epochs` after an
+        early stop) / training seconds (unit.json)."""
         info = self.info
-        if not info.get("train_s") or info.get("train_samples") is None or info.get("epochs") is None:
+        epochs = info.get("epochs_trained") or info.get("epochs")
+        if not info.get("train_s") or info.get("train_samples") is None or epochs is None:
             return None
-        return info["train_samples"] * info["epochs"] / info["train_s"]
+        return info["train_samples"] * epochs / info["train_s"]
 
     @property
     def effective_batch_size(self) -> int | None:

@@ -193,34 +193,59 @@ def _training_row(unit: UnitRecord) -> list[str]:
     info = unit.info
     sps = unit.samples_per_s
     return [unit.name, info.get("steps", "-"), f4(first), f4(last), f4(eval_first), f4(eval_last),
-            f2(info.get("train_s")), f2(info.get("generate_s")), "-" if sps is None else f"{sps:.1f}",
-            unit.effective_batch_size or "-"]
+            _epochs_trained(unit), _kept_epoch(unit.selection), f2(info.get("train_s")), f2(info.get("generate_s")),
+            "-" if sps is None else f"{sps:.1f}", unit.effective_batch_size or "-"]
+
+
+def _epoch_text(epoch) -> str:
+    return "-" if epoch is None else f"{epoch:g}"
+
+
+def _kept_epoch(selection: dict) -> str:
+    """The epoch whose weights the unit kept and by what (select_best), e.g. `1 (eval_loss)`."""
+    if selection.get("best_epoch") is None:
+        return "-"
+    return f"{_epoch_text(selection['best_epoch'])} ({selection.get('selected_by', '?')})"
+
+
+def _epochs_trained(unit: UnitRecord) -> str:
+    trained, planned = unit.selection.get("epochs_trained"), unit.info.get("epochs")
+    if trained is None:
+        return "-"
+    return f"{_epoch_text(trained)} of {_epoch_text(planned)}, stopped early" if unit.selection.get("stopped_early") \
+        else _epoch_text(trained)
 
 
 def results_section(record: ExperimentRecord) -> str:
     units, models = record.scores.get("units", {}), record.scores.get("models", {})
     lines = ["## Results per model", "",
-             "samples/s = training examples x epochs / training seconds; effective batch size = examples per "
-             "optimizer step as logged in metrics.jsonl (batch x gradient accumulation x workers)."]
+             "samples/s = training examples x epochs trained / training seconds; effective batch size = examples "
+             "per optimizer step as logged in metrics.jsonl (batch x gradient accumulation x workers); kept epoch "
+             "(and a score's epoch) = the epoch whose weights the unit saved and generated with, and the "
+             "select_best setting that chose it (unit.json)."]
     for model in record.models:
         mine = [u for u in record.units if u.model == model]
         lines += ["", f"### {model}", "", "Training:", "",
                   table(["unit", "steps", "train loss first", "train loss last", "eval loss first", "eval loss last",
-                         "training s", "generation s", "samples/s", "effective batch size"],
+                         "epochs trained", "kept epoch", "training s", "generation s", "samples/s",
+                         "effective batch size"],
                         [_training_row(u) for u in mine])]
+        lines += [f"- {u.name} stopped early: {u.selection['stop_reason']}" for u in mine
+                  if u.selection.get("stop_reason")]
         rows = []
         for unit in mine:
             entry = units.get(unit.name, {})
+            kept = _kept_epoch(entry.get("selection") or unit.selection)
             for split in ("oof", "dev", "test"):
                 if entry.get(split):
-                    rows.append([unit.name, split, *score_cells(entry[split]), entry[split].get("n", "-")])
+                    rows.append([unit.name, split, kept, *score_cells(entry[split]), entry[split].get("n", "-")])
         entry = models.get(model, {})
         if entry.get("oof"):
-            rows.append([f"{model} (all folds)", "oof", *score_cells(entry["oof"]), entry["oof"].get("n", "-")])
+            rows.append([f"{model} (all folds)", "oof", "-", *score_cells(entry["oof"]), entry["oof"].get("n", "-")])
         if entry.get("dev_untrained"):
-            rows.append([f"{model} (untrained)", "dev", *score_cells(entry["dev_untrained"]),
+            rows.append([f"{model} (untrained)", "dev", "-", *score_cells(entry["dev_untrained"]),
                          entry["dev_untrained"].get("n", "-")])
-        lines += ["", "Scores:", "", table(["unit", "split", *SCORE_HEADER, "n"], rows) if rows
+        lines += ["", "Scores:", "", table(["unit", "split", "epoch", *SCORE_HEADER, "n"], rows) if rows
                   else "No scores (the experiment was not scored)."]
     return "\n".join(lines)
 
@@ -228,11 +253,12 @@ def results_section(record: ExperimentRecord) -> str:
 def ensemble_section(record: ExperimentRecord) -> str:
     ensembles = record.scores.get("ensembles", {})
     lines = ["## Ensembles, TTA and augmentation against the best single unit", ""]
+    final = record.scores.get("final")
     if not ensembles:
-        return "\n".join(lines + ["No ensemble was evaluated."])
+        return "\n".join(lines + ["No ensemble was evaluated."] + (["", _final_part(final)] if final else []))
     best = best_single_unit(record)
     best_result = next(iter(ensembles.values()))["best_single"]
-    chosen = record.scores.get("ensemble_strategy")
+    chosen = None if final else record.scores.get("ensemble_strategy")  # finalized: the submission is below
     rows = [[f"best single unit {best}", *score_cells(best_result.get("oof")), *score_cells(best_result.get("dev")),
              f2(0.0)]]
     for strategy, result in ensembles.items():
@@ -248,6 +274,8 @@ def ensemble_section(record: ExperimentRecord) -> str:
               "",
               table(["selection", *[f"OOF {h}" for h in SCORE_HEADER], *[f"dev {h}" for h in SCORE_HEADER],
                      "dev Δ"], rows)]
+    if final:
+        lines += ["", _final_part(final)]
     stacking = ensembles.get("stacking", {}).get("stacking", {})
     importances = stacking.get("feature_importances") or {}
     if importances:
@@ -255,6 +283,30 @@ def ensemble_section(record: ExperimentRecord) -> str:
         lines += ["", "Stacking meta-model, largest feature importances: "
                   + ", ".join(f"{k} {v:.4f}" for k, v in top) + "."]
     lines += ["", _tta_part(record), "", _augmentation_part(record)]
+    return "\n".join(lines)
+
+
+def _final_part(final: dict) -> str:
+    """The submission `raysum finalize` built: what was chosen, from where, and its scores
+    next to the best single unit among its candidates."""
+    weights = final.get("weights") or {}
+    decodings = final.get("decodings") or {}
+    choice = f"ensemble {final.get('strategy')}" + (
+        " (" + ", ".join(f"{m} {w:g}" for m, w in weights.items()) + ")" if weights else "")
+    rows = [["final choice (submission)", *score_cells(final.get("oof")), *score_cells(final.get("dev"))]]
+    best = final.get("best_single") or {}
+    if best:
+        rows.append([f"best single unit {best.get('unit')} (same decodings)", *score_cells(best.get("oof")),
+                     *score_cells(best.get("dev"))])
+    default = final.get("default") or {}
+    if default:
+        rows.append([f"ensemble {default.get('strategy')}, the models' own decoding (the run's submission)",
+                     *score_cells(default.get("oof")), *score_cells(default.get("dev"))])
+    lines = [f"Submission by `raysum finalize`: {choice}; decoding "
+             + ", ".join(f"{m} {d.get('label')} {d.get('settings')}" for m, d in decodings.items()) + ".", "",
+             *(f"- {part}: from {source}" for part, source in (final.get("from") or {}).items()),
+             *(f"- generated for test by the saved units: {item}" for item in final.get("generated") or []), "",
+             table(["selection", *[f"OOF {h}" for h in SCORE_HEADER], *[f"dev {h}" for h in SCORE_HEADER]], rows)]
     return "\n".join(lines)
 
 

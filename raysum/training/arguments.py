@@ -1,7 +1,8 @@
 """`TrainingArguments` of a unit, from its settings: AdamW, the learning-rate schedule
 (`lr_scheduler`) after warmup, gradient clipping (`max_grad_norm`), length-grouped batches (or the gradient accumulation of
-token-budget batches), loss-only evaluation once per epoch, bounded intermediate
-checkpoints for resume (`checkpoint_every`), dataloader workers, torch.compile, and the
+token-budget batches), loss-only evaluation once per epoch, the metric that picks the kept
+epoch (`select_best`, `early_stopping_patience`), bounded intermediate checkpoints for resume
+(`checkpoint_every`), dataloader workers, torch.compile, and the
 DeepSpeed preset if any (with the config ZeRO-3 needs while the model loads)."""
 
 from __future__ import annotations
@@ -96,6 +97,7 @@ def training_arguments_kwargs(settings, output_dir: str | Path, *, num_examples:
     (token-budget micro-batches) sets the gradient accumulation it computed."""
     total_steps = optimizer_steps(settings, num_examples, world_size, batch_plan)
     workers = settings.dataloader_num_workers
+    metric = selection_metric(settings) if has_eval else None
     arguments = dict(
         output_dir=str(output_dir),
         num_train_epochs=settings.epochs,
@@ -118,9 +120,14 @@ def training_arguments_kwargs(settings, output_dir: str | Path, *, num_examples:
         eval_strategy="epoch" if has_eval else "no",
         prediction_loss_only=True,
         label_names=["labels"],
-        # every `checkpoint_every` epochs (CheckpointEvery); the last one after the timed loop (unit.train)
-        save_strategy="epoch" if settings.checkpoint_every else "no",
-        save_total_limit=2,
+        # every `checkpoint_every` epochs (CheckpointEvery), and the epochs that improve `select_best`'s
+        # metric (KeepBest); the last one after the timed loop (unit.train)
+        save_strategy="epoch" if settings.checkpoint_every or (metric and settings.select_best != "last") else "no",
+        save_total_limit=2,  # the newest and the best: transformers' rotation never deletes the best
+        # the Trainer tracks the best epoch (state.best_metric, best_global_step); the unit loads it back
+        # itself after the last resume checkpoint is written (unit.keep_best_epoch), not load_best_model_at_end
+        metric_for_best_model=metric,
+        greater_is_better=None if metric is None else metric == "eval_score",
         logging_strategy="steps",
         logging_steps=max(1, total_steps // 25),
         logging_first_step=True,
@@ -142,6 +149,14 @@ def training_arguments_kwargs(settings, output_dir: str | Path, *, num_examples:
         arguments[name] = True
         arguments[f"{name}_kwargs"] = {"use_reentrant": False}
     return arguments
+
+
+def selection_metric(settings) -> str | None:
+    """The evaluation metric that picks the kept epoch and ends training early: select_best's
+    (eval_loss when it is `last` and early_stopping_patience is set); None when neither is used."""
+    if settings.select_best != "last":
+        return settings.select_best
+    return "eval_loss" if settings.early_stopping_patience else None
 
 
 def _first_field(*names: str) -> str:

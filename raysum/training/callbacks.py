@@ -1,5 +1,6 @@
-"""Trainer callbacks: the unit's metrics.jsonl, per-epoch reports (Ray Train / Tune) and the
-seal that marks an epoch checkpoint complete."""
+"""Trainer callbacks: the unit's metrics.jsonl, per-epoch reports (Ray Train / Tune), the
+epoch score, and the seal that marks an epoch checkpoint complete. The best epoch's
+checkpoint and early stopping have their own module, raysum.training.best_epoch."""
 
 from __future__ import annotations
 
@@ -49,17 +50,18 @@ class MetricsLog(TrainerCallback):
 
 class EpochScore(TrainerCallback):
     """After each evaluation, the main process scores the model's summaries of the eval
-    part (`score(model)`): the value goes into the evaluation's metrics (EpochReport, which
-    runs after this callback, reports it) and into the log history (kept by checkpoints,
-    so a resumed unit still knows its last score)."""
+    part (`score(model)`) and sends the value to the other workers: it goes into the
+    evaluation's metrics (EpochReport, KeepBest and EarlyStop, which run after this
+    callback, read it there; every worker must agree on the best epoch and on stopping)
+    and into the log history (kept by checkpoints, so a resumed unit still knows its scores)."""
 
     def __init__(self, score: Callable[[object], float]):
         self.score = score
 
     def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
-        if not state.is_world_process_zero or metrics is None:
+        if metrics is None:
             return
-        value = float(self.score(model))
+        value = _from_main_process(float(self.score(model)) if state.is_world_process_zero else None)
         metrics["eval_score"] = value
         state.log_history.append({"epoch": _round(state.epoch), "step": state.global_step, "eval_score": value})
 
@@ -147,3 +149,14 @@ def is_sealed(checkpoint: Path) -> bool:
 
 def _round(epoch):
     return None if epoch is None else round(float(epoch), 4)
+
+
+def _from_main_process(value):
+    """``value`` of the main process on every worker of a distributed unit (itself otherwise)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

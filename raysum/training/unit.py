@@ -10,7 +10,9 @@ Everything goes into `unit_dir`:
     unit.json            the summary; status "done" makes a rerun return it without training
     resume/              the last two epoch checkpoints while training (every `checkpoint_every`
                          epochs, the last one written after the timed loop), each sealed once its
-                         save finished (only a sealed one is resumed from; deleted when done)
+                         save finished (only a sealed one is resumed from; deleted when done);
+                         with `select_best` eval_loss/eval_score also the best epoch's, which
+                         `keep_best_epoch` loads back after training
 
 The HF `Trainer` runs the loop: it brings DeepSpeed, DDP under Ray Train, gradient
 accumulation with correctly normalised losses, AMP and exact resume (optimizer, scheduler,
@@ -32,13 +34,17 @@ from typing import Callable, Optional
 
 from raysum.config.schema import ModelSettings, model_settings_from_dict
 from raysum.errors import ConfigError, DataError, RaysumError
-from raysum.experiment import UnitFiles, layout, read_jsonl, read_parquet, settings_hash, write_parquet
+from raysum.experiment import (
+    UNIT_SELECTION_KEYS, UnitFiles, layout, read_jsonl, read_parquet, settings_hash, write_parquet,
+)
 from raysum.experiment.candidates import COLUMNS as PREDICTION_COLUMNS
 from raysum.generation.decodings import DEFAULT as DEFAULT_DECODING
 from raysum.storage import write_text_atomic
 
 Report = Callable[[dict, Optional[str]], None]
-# Splits generated once per extra decoding setting (test and TTA variants: the model's own only).
+# Splits generated once per extra decoding setting, the ones a decoding search scores (their
+# seconds: `decodings_generate_s`); an experiment adds test through the unit's `decoding_splits`
+# (`decoding_for_test`; its seconds: `decodings_test_generate_s`). TTA variants: d0 only.
 DECODING_SPLITS = ("oof", "dev")
 
 
@@ -65,11 +71,14 @@ class UnitConfig:
     epoch_score: Optional[dict] = None
     # The settings that shape this unit (recorded in unit.json; a resume compares them).
     settings: Optional[dict] = None
+    # The prediction splits generated once per extra decoding setting (test too: decoding_for_test).
+    decoding_splits: list = field(default_factory=lambda: list(DECODING_SPLITS))
 
     @classmethod
     def from_dict(cls, config: dict) -> "UnitConfig":
         known = {"unit_dir", "model", "train_path", "seed", "fold", "eval_path", "predict", "tokenizer_cache", "resume",
-                 "baseline_splits", "node_id", "max_failures", "tracking", "tracking_dir", "epoch_score", "settings"}
+                 "baseline_splits", "node_id", "max_failures", "tracking", "tracking_dir", "epoch_score", "settings",
+                 "decoding_splits"}
         problems = [f"unknown unit setting {k!r}" for k in config if k not in known]
         problems += [f"unit setting {k!r} is required" for k in ("unit_dir", "model", "train_path") if k not in config]
         if problems:
@@ -172,7 +181,7 @@ def setup(unit: UnitConfig, report: Report | None = None) -> UnitRun:
     from raysum.training.arguments import deepspeed_loading
     from raysum.training.batching import unit_token_batches
     from raysum.training.collators import prepare_model_for_training
-    from raysum.training.validation import validate_unit_settings
+    from raysum.training.validation import epoch_selection_problems, validate_unit_settings
 
     settings, cuda = unit.model, torch.cuda.is_available()
     problems = validate_unit_settings(settings, has_gpu=cuda)
@@ -191,6 +200,9 @@ def setup(unit: UnitConfig, report: Report | None = None) -> UnitRun:
                                                     device="cuda" if cuda else "cpu", seed=unit.seed)
     prepare_model_for_training(model)
     train_set, eval_set = encode_sets(tokenizer, settings, train_frame, eval_frame)
+    problems = epoch_selection_problems(settings, has_eval=eval_set is not None, scores_epochs=bool(unit.epoch_score))
+    if problems:
+        raise ConfigError(problems)
     batches = unit_token_batches(settings, model, train_set, precision=precision, cuda=cuda, seed=unit.seed,
                                  packed=settings.kind == "causal" and use_packing(settings, cuda),
                                  recorded_budget=_recorded_budget(unit))
@@ -226,6 +238,7 @@ def build_trainer(unit: UnitConfig, model, tokenizer, train_set, eval_set, preci
     from transformers.trainer_callback import PrinterCallback
 
     from raysum.training.arguments import build_training_arguments
+    from raysum.training.best_epoch import EarlyStop, KeepBest
     from raysum.training.callbacks import CheckpointEvery, CheckpointSeal, EpochReport, EpochScore, MetricsLog
     from raysum.training.collators import make_collator
     from raysum.training.tracking import tracking_callbacks
@@ -244,6 +257,10 @@ def build_trainer(unit: UnitConfig, model, tokenizer, train_set, eval_set, preci
     callbacks += tracking_callbacks(unit.tracking, unit.tracking_dir, unit.name)
     if unit.epoch_score and eval_set is not None:
         callbacks.append(EpochScore(lambda model: score_eval_part(model, tokenizer, unit)))
+    if args.metric_for_best_model and settings.select_best != "last":  # after EpochScore: they read its eval_score
+        callbacks.append(KeepBest())
+    if args.metric_for_best_model and settings.early_stopping_patience:
+        callbacks.append(EarlyStop(early_stopping_patience=settings.early_stopping_patience))
     if report is not None:
         callbacks.append(EpochReport(report, has_eval=eval_set is not None))
     packed = use_packing(settings, cuda)
@@ -329,6 +346,8 @@ def _generating(model):
 def train(run: UnitRun) -> dict:
     """Run the trainer, continuing from the last intermediate checkpoint when resuming;
     `train_s` times the Trainer's loop alone, the last resume checkpoint is written after it."""
+    from raysum.training.best_epoch import keep_best_epoch, stopped_early
+
     unit = run.unit
     checkpoint = None
     if unit.resume and unit.resume_dir.is_dir():
@@ -341,14 +360,19 @@ def train(run: UnitRun) -> dict:
                 shutil.rmtree(unit.tracking_dir, ignore_errors=True)
         else:
             _drop_metrics_after(unit.metrics_path, _checkpoint_step(checkpoint))
+    if checkpoint is not None and stopped_early(checkpoint):
+        # trained until early stopping ended it: the Trainer restores that state and trains no further step
+        run.trainer.args.max_steps = _checkpoint_step(checkpoint)
     started = time.perf_counter()
     result = run.trainer.train(resume_from_checkpoint=checkpoint)
     train_s = round(time.perf_counter() - started, 3)
     started = time.perf_counter()
     save_last_resume_checkpoint(run)
+    resume_checkpoint_s = round(time.perf_counter() - started, 3)
     return {"train_s": train_s, "steps": result.global_step, "train_loss_mean": result.training_loss,
-            "resumed_from_step": _checkpoint_step(checkpoint),
-            "resume_checkpoint_s": round(time.perf_counter() - started, 3)}
+            "resumed_from_step": _checkpoint_step(checkpoint), "resume_checkpoint_s": resume_checkpoint_s,
+            # the weights select_best chose (an earlier epoch's loaded back), after the last resume checkpoint
+            **keep_best_epoch(run.trainer, unit.model.select_best, unit.resume_dir, unit.name)}
 
 
 def save_last_resume_checkpoint(run: UnitRun) -> None:
@@ -417,26 +441,33 @@ def save_checkpoint(run: UnitRun) -> None:
 
 # ---------------------------------------------------------------- generate
 def generate(run: UnitRun):
-    """Summaries for every prediction split with the model's own settings (d0), then OOF
-    and dev once per extra decoding setting (main process only): the table and the
-    seconds each decoding took."""
+    """Summaries for every prediction split with the model's own settings (d0), then the
+    unit's `decoding_splits` (OOF and dev; test too with decoding_for_test) once per extra
+    decoding setting (main process only): the table and the seconds each decoding took,
+    OOF + dev apart from test."""
     import pandas as pd
 
     from raysum.generation.decodings import decoding_table, with_decoding
 
     if not run.trainer.is_world_process_zero():
-        return pd.DataFrame(columns=list(PREDICTION_COLUMNS)), {"generate_s": 0.0, "decodings_s": {}}
+        return pd.DataFrame(columns=list(PREDICTION_COLUMNS)), {"generate_s": 0.0, "decodings_s": {},
+                                                                "decodings_test_s": {}}
     unit, engine = run.unit, _model_for_generation(run)  # one engine for every pass below
     frame, generate_s = _predict_splits(engine, run.tokenizer, unit, unit.predict)
-    frames, extra_s = [frame], {}
-    splits = {k: v for k, v in unit.predict.items() if k in DECODING_SPLITS}
+    frames, extra_s, test_s = [frame], {}, {}
+    splits = {k: v for k, v in unit.predict.items() if k in unit.decoding_splits}
+    scored = {k: v for k, v in splits.items() if k in DECODING_SPLITS}
+    others = {k: v for k, v in splits.items() if k not in DECODING_SPLITS}
     for name, decoding in decoding_table(unit.model).items():
         if name == DEFAULT_DECODING or not splits:
             continue
-        frame, extra_s[name] = _predict_splits(engine, run.tokenizer, unit, splits, name,
-                                               with_decoding(unit.model, decoding))
-        frames.append(frame)
-    return pd.concat(frames, ignore_index=True), {"generate_s": generate_s, "decodings_s": extra_s}
+        settings = with_decoding(unit.model, decoding)
+        for part, seconds in ((scored, extra_s), (others, test_s)):
+            if part:
+                frame, seconds[name] = _predict_splits(engine, run.tokenizer, unit, part, name, settings)
+                frames.append(frame)
+    return pd.concat(frames, ignore_index=True), {"generate_s": generate_s, "decodings_s": extra_s,
+                                                  "decodings_test_s": test_s}
 
 
 def _predict_splits(engine, tokenizer, unit: UnitConfig, splits: dict[str, str], decoding: str = DEFAULT_DECODING,
@@ -477,7 +508,10 @@ def _predict_splits(engine, tokenizer, unit: UnitConfig, splits: dict[str, str],
 def predict_unit(config: dict) -> str:
     """A finished unit generates for a new file (no training): config has unit_dir, model,
     fold, output_path, and either `predict` (key "split" or "split|tta" -> parquet with
-    fname, dialogue) or input_path + split. Returns output_path."""
+    fname, dialogue) or input_path + split. With `decodings` ({label: decoding settings},
+    labels of the model's decoding table) it generates with each of those settings, each
+    labelled and seeded as the unit's own pass was, instead of the model's own (d0).
+    Returns output_path."""
     import torch
 
     from raysum.generation import GenerationEngine, prepare_model
@@ -498,7 +532,17 @@ def predict_unit(config: dict) -> str:
     model = prepare_model(model, dtype=torch_dtype(precision) if half else None,
                           merge_lora=settings.quantization is None)
     splits = config.get("predict") or {config.get("split", "test"): config["input_path"]}
-    frame, _ = _predict_splits(GenerationEngine(model, tokenizer), tokenizer, unit, splits)
+    engine = GenerationEngine(model, tokenizer)
+    decodings = config.get("decodings")
+    if decodings:
+        import pandas as pd
+
+        from raysum.generation.decodings import with_decoding
+
+        frame = pd.concat([_predict_splits(engine, tokenizer, unit, splits, label, with_decoding(settings, decoding))[0]
+                           for label, decoding in decodings.items()], ignore_index=True)
+    else:
+        frame, _ = _predict_splits(engine, tokenizer, unit, splits)
     write_parquet(Path(config["output_path"]), frame)
     return config["output_path"]
 
@@ -567,17 +611,20 @@ def finish(run: UnitRun, train_stats: dict, predictions, timing: dict, started_a
         "resume_checkpoint_s": train_stats["resume_checkpoint_s"],  # the last resume checkpoint, outside train_s
         "generate_s": timing["generate_s"],
         "decodings": decoding_table(unit.model),
-        "decodings_generate_s": timing["decodings_s"],
+        "decodings_generate_s": timing["decodings_s"],  # OOF + dev per extra setting
+        "decodings_test_generate_s": timing.get("decodings_test_s", {}),  # test per extra setting
         "train_samples": run.train_samples,
         "eval_samples": run.eval_samples,
         "epochs": unit.model.epochs,
+        **{k: train_stats[k] for k in UNIT_SELECTION_KEYS},  # written by keep_best_epoch
         "steps": train_stats["steps"],
         "resumed_from_step": train_stats["resumed_from_step"],
         **_batching_record(run),
         "train_loss": losses[-1] if losses else None,
         "train_loss_mean": train_stats["train_loss_mean"],
-        "eval_loss": eval_losses[-1] if eval_losses else None,
-        **({"eval_score": eval_scores[-1]} if eval_scores else {}),
+        # the kept epoch's evaluation (the last one's with select_best last)
+        "eval_loss": train_stats.get("eval_loss", eval_losses[-1] if eval_losses else None),
+        **({"eval_score": train_stats.get("eval_score", eval_scores[-1])} if eval_scores else {}),
         "trainable_params": run.trainable_params,
         "total_params": run.total_params,
         "predictions": {split: int(n) for split, n in predictions.groupby("split", sort=False).size().items()},

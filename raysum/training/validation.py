@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from raysum.config.schema import SELECT_BEST
 from raysum.models.architectures import KINDS, available_architectures
 
 DEEPSPEED_PRESETS = ("zero2", "zero3")
@@ -17,6 +18,25 @@ def validate_unit_settings(settings, has_gpu: bool) -> list[str]:
         _source_problems(settings) + _adapter_problems(settings, has_gpu)
         + _hardware_problems(settings, has_gpu) + _number_problems(settings))]
     return problems
+
+
+def epoch_selection_problems(settings, has_eval: bool, scores_epochs: bool) -> list[str]:
+    """What `select_best` and `early_stopping_patience` need from the unit: a held-out part
+    (`eval_path`) to evaluate after each epoch, and for eval_score the references to score
+    its summaries (`epoch_score`, which the pipeline sets for such a unit)."""
+    name, select = settings.name or "model", settings.select_best
+    problems = []
+    if select not in SELECT_BEST:
+        problems.append(f"select_best must be one of {', '.join(SELECT_BEST)}, got {select!r}")
+    elif not has_eval and (select != "last" or settings.early_stopping_patience):
+        wanted = f"select_best {select}" if select != "last" else "early_stopping_patience"
+        problems.append(f"{wanted} needs a held-out part to evaluate after each epoch, and this unit has no "
+                        "eval data (eval_path)")
+    elif select == "eval_score" and not scores_epochs:
+        problems.append("select_best eval_score needs the eval part's references to score each epoch's summaries "
+                        "(the unit's epoch_score setting); use select_best eval_loss, or run the unit through "
+                        "the pipeline, which sets them")
+    return [f"{name}: {p}" for p in problems]
 
 
 def _source_problems(s) -> list[str]:
@@ -97,6 +117,7 @@ def _number_problems(s) -> list[str]:
         (s.no_repeat_ngram_size >= 0, "no_repeat_ngram_size must be >= 0"),
         (s.generation_batch_size >= 1, "generation_batch_size must be >= 1"),
         (s.checkpoint_every >= 0, "checkpoint_every must be >= 0"),
+        (s.early_stopping_patience >= 0, "early_stopping_patience must be >= 0"),
         (s.dataloader_num_workers >= 0, "dataloader_num_workers must be >= 0"),
     ]
     budget = s.max_tokens_per_batch

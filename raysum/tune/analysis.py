@@ -30,6 +30,7 @@ import pandas as pd
 from raysum.errors import RaysumError
 from raysum.experiment import Experiment, layout
 from raysum.storage import write_atomic, write_text_atomic
+from raysum.tune.best_config import header
 from raysum.tune.decoding_search import DECODING_PREFIX
 from raysum.tune.ensemble_search import METRIC, WEIGHT_PREFIX
 
@@ -154,9 +155,10 @@ def best_config_yaml(trials: pd.DataFrame, run: Path) -> str:
         source = f"tune:{run}"
         _apply_ensemble(cfg, params, source)
         _apply_decodings(cfg, params, source)
-        header = (f"# best trial of {run}: {METRIC} {best[METRIC]:.4f} (dev {best[DEV_METRIC]:.4f})\n"
-                  f"# use: raysum config show --config analysis/best_config.yaml\n")
-        return header + cfg.to_yaml()
+        labels = {k[len(DECODING_PREFIX):]: str(v) for k, v in params.items() if k.startswith(DECODING_PREFIX)}
+        use = (f"# use: raysum finalize {experiment.path} --config analysis/best_config.yaml   "
+               "(inspect: raysum config show --config analysis/best_config.yaml)\n")
+        return header(run, METRIC, best[METRIC], best[DEV_METRIC], labels) + use + cfg.to_yaml()
     return f"# best trial of {run}: {METRIC} {best[METRIC]:.4f}\n" + yaml.safe_dump(
         {"params": params}, allow_unicode=True, sort_keys=False)
 

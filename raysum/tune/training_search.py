@@ -42,6 +42,7 @@ from raysum.experiment.files import damaged
 from raysum.experiment.lock import ExperimentLock
 from raysum.launch import concurrent_units, fit_trial, scaling
 from raysum.storage import write_text_atomic
+from raysum.tune.best_config import TRAINING_HEADER
 from raysum.tune.space import Parameter, SearchSpace, load_space
 
 RUN_PREFIX = "training_"
@@ -263,7 +264,7 @@ def training_best_config(path: Path, best: Mapping[str, Mapping], metric: str) -
     cfg = best_config(Experiment(path).resolved(), best)
     header = "".join(f"# {model}: best trial {b['trial_id']} of {b['run']}: {metric} {b[metric]:.4f}\n"
                      for model, b in best.items())
-    header += ("# train it: raysum train --config analysis/best_config.yaml   "
+    header += (f"{TRAINING_HEADER} analysis/best_config.yaml   "
                "(inspect: raysum config show --config analysis/best_config.yaml)\n")
     return header + cfg.to_yaml()
 
