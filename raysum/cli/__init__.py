@@ -95,6 +95,21 @@ def build_parser() -> argparse.ArgumentParser:
     finalize.add_argument("--json", action="store_true", help="print the choice and its scores as JSON")
     finalize.set_defaults(func=_cmd_finalize, path_kind="dir")
 
+    export = sub.add_parser(
+        "export", help="a finished unit as a plain Hugging Face model folder (LoRA merged, safetensors, tokenizer, "
+                       "generation_config with the unit's decoding) for from_pretrained + generate")
+    export.add_argument("path", metavar="DIR", help="a finished experiment directory")
+    export.add_argument("--unit", required=True, metavar="MODEL/FOLD", help="the unit, e.g. kobart/fold0 or kobart/full")
+    export.add_argument("--out", required=True, metavar="PATH", help="the model folder to write (new or empty)")
+    export.add_argument("--adapter_only", action="store_true",
+                        help="write the LoRA adapter (for peft's PeftModel.from_pretrained on the base checkpoint) "
+                             "instead of merged weights")
+    export.add_argument("--decoding", default=None, metavar="dK",
+                        help="the decoding setting written to generation_config.json: d0 (default) the model's own, "
+                             "d1..d3 its decoding_settings")
+    export.add_argument("--force", action="store_true", help="replace a non-empty --out folder")
+    export.set_defaults(func=_cmd_export, path_kind="dir")
+
     predict = sub.add_parser("predict", help="generate a submission for a new file with a trained experiment")
     predict.add_argument("--experiment", required=True, metavar="DIR")
     predict.add_argument("--test_data", required=True, metavar="FILE")
@@ -359,6 +374,14 @@ def _rewrite_report(path, cfg, console) -> None:
     console.print("[bold]report[/] " + ", ".join(str(f) for f in files if f.suffix != ".png"))
 
 
+def _cmd_export(ns: argparse.Namespace) -> int:
+    from raysum.pipeline import export_unit
+
+    export_unit(ns.path, ns.unit, ns.out, adapter_only=ns.adapter_only, decoding=ns.decoding, force=ns.force,
+                console=console)
+    return 0
+
+
 def _cmd_predict(ns: argparse.Namespace) -> int:
     from raysum.pipeline import predict_experiment
 
@@ -553,7 +576,7 @@ def _cmd_report(ns: argparse.Namespace) -> int:
 
 
 # Path flags (not settings: those are checked with the config) and what each must name.
-PATH_FLAGS = {"resume": "dir", "experiment": "dir", "output": "new_file", "state": "new_dir",
+PATH_FLAGS = {"resume": "dir", "experiment": "dir", "output": "new_file", "out": "new_dir", "state": "new_dir",
               "predictions": "file", "references": "file", "config": "file", "space": "file",
               "ensemble_space": "file", "decoding_space": "file"}
 

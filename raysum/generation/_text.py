@@ -6,11 +6,9 @@ from __future__ import annotations
 
 def eos_ids(model, tokenizer) -> list[int]:
     """The model's generation eos ids (a list for chat models) plus the tokenizer's eos."""
-    configured = getattr(model.generation_config, "eos_token_id", None)
-    ids = list(configured) if isinstance(configured, list) else [configured] if configured is not None else []
-    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
-        ids.append(tokenizer.eos_token_id)
-    return ids
+    from raysum.models import generation_eos_ids
+
+    return generation_eos_ids(model.generation_config, tokenizer)
 
 
 def strip_ids(tokenizer) -> set[int]:

@@ -82,6 +82,16 @@ def _with_bos_eos(tokenizer, rows: list[list[int]]) -> list[list[int]]:
     return [head + ids + [eos] for ids in rows]
 
 
+def generation_eos_ids(generation_config, tokenizer) -> list[int]:
+    """The ids generation stops at: the model's generation eos ids (a list for chat models)
+    plus the tokenizer's eos."""
+    configured = getattr(generation_config, "eos_token_id", None)
+    ids = list(configured) if isinstance(configured, list) else [configured] if configured is not None else []
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+        ids.append(tokenizer.eos_token_id)
+    return ids
+
+
 def _eos_id(tokenizer) -> int:
     if tokenizer.eos_token_id is None:
         raise RaysumError("the tokenizer has no eos token; summaries need one to end")
