@@ -144,8 +144,10 @@ def _unit(model: str, fold: int, problem: str | None, started: float) -> tuple[d
             rows.append({"step": step, "epoch": step / 5, "eval_loss": evals[step // 5 - 1]})
     generate_s = 25.0 if problem == "generation_slower_than_training" and name == "tiny-llama/fold1" else 4.0
     info = {"status": "done", "model": model, "fold": fold, "train_s": 10.0 + fold, "generate_s": generate_s,
-            "train_samples": 4, "eval_samples": 4, "epochs": 2.0, "steps": 10, "train_loss": losses[-1],
+            "train_samples": 4 if model == "tiny-bart" else 2, "eval_samples": 4, "epochs": 2.0, "steps": 10,
+            "train_loss": losses[-1],
             "eval_loss": evals[-1], "predictions": {"oof": 4, "dev": 12, "test": 4},
+            "trainable_params": 1000 if model == "tiny-bart" else 40, "total_params": 1000,
             "started_at": started, "finished_at": started + 30.0}
     return info, rows
 
@@ -225,6 +227,31 @@ def test_training_tables_match_metrics_and_unit_files(healthy):
             assert close(row["samples/s"], info["train_samples"] * info["epochs"] / info["train_s"], 1)
             assert row["effective batch size"] == str(metrics[0]["effective_batch_size"])
             assert row["steps"] == str(info["steps"])
+
+
+def test_models_compared_table_matches_the_unit_files(healthy):
+    text = (healthy / "report.md").read_text(encoding="utf-8")
+    (rows,) = tables_under(text, "## Models compared\n")
+    assert [r["model"] for r in rows] == list(MODELS)
+    rates = {}
+    for row in rows:
+        infos, metrics = [], []
+        for fold in FOLDS:
+            unit_dir = healthy / "units" / row["model"] / f"fold{fold}"
+            infos.append(json.loads((unit_dir / "unit.json").read_text()))
+            metrics.append([json.loads(line) for line in (unit_dir / "metrics.jsonl").read_text().splitlines()])
+        seconds = sum(i["train_s"] for i in infos)
+        rates[row["model"]] = sum(i["train_samples"] * i["epochs"] for i in infos) / seconds
+        losses = [[m["loss"] for m in ms if "loss" in m] for ms in metrics]
+        norms = [m["grad_norm"] for ms in metrics for m in ms if "grad_norm" in m]
+        assert close(row["training s"], seconds, 2) and close(row["samples/s"], rates[row["model"]], 2)
+        assert close(row["loss reduction %"], np.mean([100 * (l[0] - l[-1]) / l[0] for l in losses]), 1)
+        assert row["grad norm min – max"] == f"{min(norms):.3f} – {max(norms):.3f}"
+        assert close(row["grad norm mean"], np.mean(norms), 3)
+    fastest = max(rates.values())
+    assert {r["model"]: r["x fastest"] for r in rows} == {m: f"{fastest / v:.2f}" for m, v in rates.items()}
+    assert {r["model"]: r["trainable params"] for r in rows} == {"tiny-bart": "1,000 (100.00 %)",
+                                                                 "tiny-llama": "40 (4.00 %)"}
 
 
 def test_config_data_timeline_and_tta_sections(healthy):

@@ -250,6 +250,53 @@ def results_section(record: ExperimentRecord) -> str:
     return "\n".join(lines)
 
 
+def comparison_section(record: ExperimentRecord) -> str:
+    """The models side by side (the seed's comparison tables): speed relative to the
+    fastest, how far training brought the loss down, gradient norms, trainable parameters."""
+    rows = {model: _model_comparison([u for u in record.units if u.model == model and u.done])
+            for model in record.models}
+    rates = [r["samples_per_s"] for r in rows.values() if r["samples_per_s"]]
+    fastest = max(rates) if rates else None
+    body = []
+    for model, r in rows.items():
+        sps = r["samples_per_s"]
+        body.append([model, r["units"], f2(r["train_s"]) if r["units"] else "-", "-" if sps is None else f"{sps:.2f}",
+                     "-" if sps is None else f"{fastest / sps:.2f}",
+                     "-" if r["loss_reduction"] is None else f"{r['loss_reduction']:.1f}",
+                     "-" if r["grad_min"] is None else f"{r['grad_min']:.3f} – {r['grad_max']:.3f}",
+                     "-" if r["grad_mean"] is None else f"{r['grad_mean']:.3f}", r["params"]])
+    return "\n".join([
+        "## Models compared", "",
+        "Over each model's finished units: training s = their training seconds together; samples/s = training "
+        "examples x epochs trained / training seconds, all units together; x fastest = the fastest model's "
+        "samples/s / this model's (1.00: the fastest); loss reduction % = (first - last logged training loss) "
+        "/ first, the mean over units; grad norm over every logged training step; trainable parameters of one "
+        "unit and their share of all its parameters (unit.json).", "",
+        table(["model", "units", "training s", "samples/s", "x fastest", "loss reduction %", "grad norm min – max",
+               "grad norm mean", "trainable params"], body)])
+
+
+def _model_comparison(units: list[UnitRecord]) -> dict:
+    seconds = sum(u.info.get("train_s") or 0.0 for u in units)
+    examples = sum(u.samples_per_s * u.info["train_s"] for u in units if u.samples_per_s is not None)
+    reductions = []
+    for unit in units:
+        first, last = _first_last(unit.train_rows, "loss")
+        if first:
+            reductions.append(100.0 * (first - last) / first)
+    norms = pd.concat([u.train_rows["grad_norm"] for u in units if "grad_norm" in u.train_rows], ignore_index=True) \
+        if any("grad_norm" in u.train_rows for u in units) else pd.Series(dtype=float)
+    norms = norms.dropna()
+    trainable = next((u.info for u in units if u.info.get("trainable_params") is not None), None)
+    params = "-" if trainable is None else (
+        f"{trainable['trainable_params']:,} ({100.0 * trainable['trainable_params'] / trainable['total_params']:.2f} %)"
+        if trainable.get("total_params") else f"{trainable['trainable_params']:,}")
+    return {"units": len(units), "train_s": seconds, "samples_per_s": examples / seconds if seconds and examples else None,
+            "loss_reduction": sum(reductions) / len(reductions) if reductions else None,
+            "grad_min": norms.min() if len(norms) else None, "grad_max": norms.max() if len(norms) else None,
+            "grad_mean": norms.mean() if len(norms) else None, "params": params}
+
+
 def ensemble_section(record: ExperimentRecord) -> str:
     ensembles = record.scores.get("ensembles", {})
     lines = ["## Ensembles, TTA and augmentation against the best single unit", ""]
@@ -369,7 +416,8 @@ def checks_section(results) -> str:
 
 
 SECTIONS: list[Callable[[ExperimentRecord], str]] = [
-    command_section, config_section, data_section, timeline_section, results_section, ensemble_section,
+    command_section, config_section, data_section, timeline_section, results_section, comparison_section,
+    ensemble_section,
 ]
 
 
