@@ -254,6 +254,42 @@ def test_models_compared_table_matches_the_unit_files(healthy):
                                                                  "tiny-llama": "40 (4.00 %)"}
 
 
+def test_tune_section_shows_trials_best_trial_and_importances(tmp_path, monkeypatch):
+    from raysum.tune import analysis
+
+    path = build_experiment(tmp_path)
+    assert "## Tune" not in (Path(write_report(path, plots=False)[-1])).read_text(encoding="utf-8")
+    (path / "tune").mkdir()
+    rng = np.random.default_rng(0)
+    trials = pd.DataFrame({"trial": range(8), "trial_id": [f"t{i}" for i in range(8)], "status": "TERMINATED",
+                           "param/strategy": ["voting", "weighted_avg"] * 4,
+                           "param/weights.tiny-bart": rng.uniform(size=8)})
+    trials["oof_competition_score"] = 40 + 5 * (trials["param/strategy"] == "weighted_avg") + rng.uniform(size=8)
+    trials["dev_competition_score"] = trials["oof_competition_score"] - 1
+    search = analysis.Search(path / "tune" / "ensemble_20260101", "ensemble", analysis.ENSEMBLE_OBJECTIVE, trials)
+    monkeypatch.setattr(analysis, "experiment_searches", lambda p: [search])
+    text = Path(write_report(path, plots=False)[-1]).read_text(encoding="utf-8")
+    section = text.split("## Tune\n", 1)[1].split("\n## ", 1)[0]
+    best = trials.loc[trials["oof_competition_score"].idxmax()]
+    assert f"### ensemble_20260101 (ensemble search)" in section and "8 trial(s), 8 reported" in section
+    assert (f"Best trial #{best['trial']}: strategy = weighted_avg, weights.tiny-bart = "
+            f"{best['param/weights.tiny-bart']:.4g}; OOF score {best['oof_competition_score']:.4f}, dev score "
+            f"{best['dev_competition_score']:.4f}.") in section
+    (rows,) = tables_under(text, "### ensemble_20260101 (ensemble search)\n")
+    assert [int(r["trial"]) for r in rows] == trials.sort_values("oof_competition_score", ascending=False)[
+        "trial"].head(5).tolist()
+    importances = analysis.importances(trials)
+    assert "Parameter importance (Optuna fANOVA" in section
+    assert ", ".join(f"{k} {v:.3f}" for k, v in importances.items()) in section
+
+    def unreadable(p):
+        raise analysis.RaysumError("tune/x/experiment_state.json is damaged")
+
+    monkeypatch.setattr(analysis, "experiment_searches", unreadable)
+    text = Path(write_report(path, plots=False)[-1]).read_text(encoding="utf-8")
+    assert "The searches could not be read back: tune/x/experiment_state.json is damaged" in text
+
+
 def test_config_data_timeline_and_tta_sections(healthy):
     from raysum.metrics import score
 

@@ -177,6 +177,15 @@ parameters:
     assert trials["oof_competition_score"].max() == pytest.approx(best["oof"]["competition_score"])
     for name in ("objective_over_trials.png", "params_vs_objective.png", "param_importance.png"):
         assert (analysis / name).stat().st_size > 5000
+    assert main(["report", str(experiment)]) == 0  # the report's Tune section reads the search back
+    report = (experiment / "report.md").read_text(encoding="utf-8")
+    section = report.split("## Tune\n", 1)[1].split("\n## ", 1)[0]
+    best_trial = trials.loc[trials["oof_competition_score"].idxmax()]
+    assert "(ensemble search)" in section and "12 trial(s), 12 reported oof_competition_score" in section
+    assert f"Best trial #{best_trial['trial']}: strategy = {best_trial['param/strategy']}" in section
+    assert f"OOF score {best_trial['oof_competition_score']:.4f}" in section
+    assert "![Parameter importance](analysis/param_importance.png)" in section
+    capsys.readouterr()
     top = trials.loc[trials["oof_competition_score"].idxmax()]  # ties: the first such trial
     text = (analysis / "best_config.yaml").read_text(encoding="utf-8")
     assert f'ensemble_strategy: "{top["param/strategy"]}"' in text and "tiny-llama:" in text

@@ -280,6 +280,7 @@ def _cmd_ensemble(ns: argparse.Namespace) -> int:
     from raysum.pipeline import ensemble_experiment
 
     result = ensemble_experiment(ns.experiment, ns.strategy, ns.ensemble_weights)
+    _refresh_report(ns.experiment, err_console if ns.json else console)
     if ns.json:
         print(json.dumps(result, ensure_ascii=False))
         return 0
@@ -358,8 +359,19 @@ def _final_request(ns: argparse.Namespace):
     return request
 
 
+def _refresh_report(path, console) -> None:
+    """An experiment's report.md, where it has one, rewritten after a command changed what it
+    shows (scores.json, tune/)."""
+    from raysum.experiment import Experiment
+
+    exp = Experiment(path)
+    if exp.report_file.is_file():
+        _rewrite_report(path, exp.resolved(), console)
+
+
 def _rewrite_report(path, cfg, console) -> None:
-    """report.md after finalize (report.html too where there is one; the plots where there are some)."""
+    """report.md after finalize, ensemble or a stage-2 search (report.html too where there
+    is one; the plots where there are some)."""
     from raysum.experiment import Experiment
     from raysum.report import PLOTS_DIR, write_report
 
@@ -483,6 +495,7 @@ def _cmd_tune_candidates(ns: argparse.Namespace, given: set[str]) -> int:
 
     with ExperimentLock(ns.experiment, "tune"):
         result = _search_candidates(ns, options)
+        _refresh_report(ns.experiment, err_console if ns.json else console)
     if ns.json:
         print(json.dumps(result, ensure_ascii=False, default=str))
         return 0

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from raysum.errors import RaysumError
 from raysum.experiment import Experiment, layout, unit_selection
 
 
@@ -129,6 +130,19 @@ class ExperimentRecord:
     def references(self, split: str) -> dict[str, list[str]]:
         """fname -> references of a candidates split (oof reads the training data)."""
         return self._references.get(split, {})
+
+    @cached_property
+    def searches(self) -> tuple[list, str | None]:
+        """The experiment's Tune searches (``raysum.tune.analysis.Search``), and why they
+        could not be read (None: read, or none)."""
+        if not self.experiment.tune_dir.is_dir():
+            return [], None
+        from raysum.tune.analysis import experiment_searches
+
+        try:
+            return experiment_searches(self.path), None
+        except RaysumError as exc:
+            return [], str(exc)
 
     def unit(self, name: str) -> UnitRecord | None:
         return next((u for u in self.units if u.name == name), None)

@@ -250,6 +250,9 @@ def results_section(record: ExperimentRecord) -> str:
     return "\n".join(lines)
 
 
+TOP_TRIALS = 5
+
+
 def comparison_section(record: ExperimentRecord) -> str:
     """The models side by side (the seed's comparison tables): speed relative to the
     fastest, how far training brought the loss down, gradient norms, trainable parameters."""
@@ -389,6 +392,67 @@ def _augmentation_part(record: ExperimentRecord) -> str:
                       table(["unit", "training rows", "augmented rows", "dev competition_score"], rows)])
 
 
+def tune_section(record: ExperimentRecord) -> str:
+    """The experiment's Tune searches: trials, the best trial, parameter importances; an
+    empty string where there is none."""
+    searches, problem = record.searches
+    if not searches and not problem:
+        return ""
+    lines = ["## Tune", ""]
+    if problem:
+        return "\n".join(lines + [f"The searches could not be read back: {problem}"])
+    lines.append(f"{len(searches)} search(es) under `{record.experiment.tune_dir.name}/`; `raysum analyze "
+                 f"{record.path}` writes `analysis/` (trials.csv, best_config.yaml, plots) and `raysum finalize "
+                 f"{record.path} --config {record.path}/analysis/best_config.yaml` applies a stage-2 search's best.")
+    for search in searches:
+        lines += ["", *_search_part(record, search)]
+    return "\n".join(lines)
+
+
+def _search_part(record: ExperimentRecord, search) -> list[str]:
+    from raysum.tune.analysis import importances, param_columns
+
+    trials, objective = search.trials, search.objective
+    done = trials[trials[objective.metric].notna()]
+    lines = [f"### {search.run.name} ({search.kind} search)", "",
+             f"{len(trials)} trial(s), {len(done)} reported {objective.metric} ({objective.mode}imised)."]
+    best = search.best()
+    if best is None:
+        return lines
+    params = param_columns(trials)
+    settings = ", ".join(f"{p[len('param/'):]} = {_param(best[p])}" for p in params)
+    reported = f", {objective.reported_label} {f4(best[objective.reported])}" \
+        if objective.reported and pd.notna(best.get(objective.reported)) else ""
+    lines += ["", f"Best trial #{best['trial']}: {settings}; {objective.label} {f4(best[objective.metric])}{reported}."]
+    ranked = done.sort_values(objective.metric, ascending=objective.mode == "min", kind="stable").head(TOP_TRIALS)
+    scores = [(objective.label, objective.metric)] + ([(objective.reported_label, objective.reported)]
+                                                      if objective.reported else [])
+    lines += ["", f"The {len(ranked)} best trial(s):", "",
+              table(["trial", *(p[len("param/"):] for p in params), *(label for label, _ in scores), "status"],
+                    [[row["trial"], *(_param(row[p]) for p in params), *(f4(row[key]) for _, key in scores),
+                      row["status"]] for _, row in ranked.iterrows()])]
+    try:
+        shares = importances(trials, objective)
+    except (ValueError, RuntimeError) as exc:  # too few distinct trials for fANOVA
+        shares, why = {}, f"not computable ({exc})"
+    else:
+        why = "no parameter varied"
+    lines += ["", "Parameter importance (Optuna fANOVA, share of the objective's variance): "
+              + (", ".join(f"{name} {value:.3f}" for name, value in shares.items()) if shares else why) + "."]
+    suffix = "" if not search.kind.startswith("training ") or len(record.searches[0]) == 1 \
+        else f"_{search.kind.split(' ', 1)[1]}"
+    figure = record.experiment.analysis_dir / f"param_importance{suffix}.png"
+    if figure.is_file():
+        lines += ["", f"![Parameter importance]({figure.parent.name}/{figure.name})"]
+    return lines
+
+
+def _param(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
 def plots_section(record: ExperimentRecord, plots: list[Path] | None) -> str:
     lines = ["## Plots", ""]
     files = {p.name for p in plots or []}
@@ -417,13 +481,14 @@ def checks_section(results) -> str:
 
 SECTIONS: list[Callable[[ExperimentRecord], str]] = [
     command_section, config_section, data_section, timeline_section, results_section, comparison_section,
-    ensemble_section,
+    ensemble_section, tune_section,
 ]
 
 
 def render_markdown(record: ExperimentRecord, plots: list[Path] | None) -> str:
     checks = run_checks(record)
     findings = sum(len(f) for _, f in checks)
-    body = [section(record) for section in SECTIONS] + [plots_section(record, plots), checks_section(checks)]
+    body = [text for text in (section(record) for section in SECTIONS) if text]
+    body += [plots_section(record, plots), checks_section(checks)]
     # The header is rendered last: it lists what reading the files left out, sections included.
     return "\n\n".join([header_section(record, findings), *body]) + "\n"

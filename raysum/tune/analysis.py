@@ -292,6 +292,46 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+@dataclass
+class Search:
+    """One Tune run of an experiment, read back for the report."""
+
+    run: Path
+    kind: str  # "ensemble", "decoding", "decoding + ensemble", or "training <model>"
+    objective: Objective
+    trials: pd.DataFrame
+
+    def best(self) -> pd.Series | None:
+        values = self.trials[self.objective.metric]
+        return None if values.isna().all() else self.trials.loc[self.objective.best_index(values)]
+
+
+def experiment_searches(path: str | Path) -> list[Search]:
+    """Every Tune search an experiment holds, oldest first: a training search's run per model,
+    or each stage-2 (ensemble / decoding) run under ``tune/``. A run Tune cannot read back
+    is an error naming it."""
+    from raysum.tune.training_search import METRICS, is_training_search, read_request
+
+    path = Path(path)
+    tune_dir = Experiment(path).tune_dir
+    if is_training_search(path):
+        request = read_request(path)
+        objective = Objective(request["metric"], METRICS[request["metric"]], request["metric"])
+        runs = [(tune_dir / name, f"training {model}") for model, name in request["runs"].items()
+                if any((tune_dir / name).glob("experiment_state*.json"))]
+        return [Search(run, kind, objective, load_trials(run, objective)) for run, kind in runs]
+    runs = sorted((p for p in tune_dir.glob("*") if any(p.glob("experiment_state*.json"))),
+                  key=lambda p: p.stat().st_mtime)
+    out = []
+    for run in runs:
+        trials = load_trials(run)
+        names = [c[len("param/"):] for c in param_columns(trials)]
+        parts = (["decoding"] if any(n.startswith(DECODING_PREFIX) for n in names) else []) + (
+            ["ensemble"] if any(n == "strategy" or n.startswith(WEIGHT_PREFIX) for n in names) else [])
+        out.append(Search(run, " + ".join(parts) or "stage-2", ENSEMBLE_OBJECTIVE, trials))
+    return out
+
+
 def analyze(path: str | Path, console) -> dict:
     """Read the search back, print the table, write analysis/ (CSV, best config, plots)."""
     from raysum.tune.training_search import is_training_search
