@@ -271,7 +271,7 @@ def test_tune_section_shows_trials_best_trial_and_importances(tmp_path, monkeypa
     text = Path(write_report(path, plots=False)[-1]).read_text(encoding="utf-8")
     section = text.split("## Tune\n", 1)[1].split("\n## ", 1)[0]
     best = trials.loc[trials["oof_competition_score"].idxmax()]
-    assert f"### ensemble_20260101 (ensemble search)" in section and "8 trial(s), 8 reported" in section
+    assert "### ensemble_20260101 (ensemble search)" in section and "8 trial(s), 8 reported" in section
     assert (f"Best trial #{best['trial']}: strategy = weighted_avg, weights.tiny-bart = "
             f"{best['param/weights.tiny-bart']:.4g}; OOF score {best['oof_competition_score']:.4f}, dev score "
             f"{best['dev_competition_score']:.4f}.") in section
