@@ -125,6 +125,12 @@ class ModelSettings:
     prompt_template: str = doc(
         "causal LMs: user message of the chat template; {dialogue} is replaced by the dialogue",
         "다음 대화를 요약하세요.\n{dialogue}")
+    prompt_strategy: str = doc(
+        "causal LMs: zero_shot (prompt_template), few_shot (few_shot_k examples from the unit's own training part, "
+        "most similar by TF-IDF, before prompt_template) or instruction_ko (a longer Korean instruction)",
+        "zero_shot")
+    few_shot_k: int = doc("few_shot: most examples per prompt (they share max_source_length with the dialogue)",
+                          2, at_least=1, at_most=8)
     lora: Optional[LoraSettings] = doc("LoRA adapters (causal models); null = full fine-tune", None)
     quantization: Optional[str] = doc("QLoRA base-model quantization: null or nf4 (GPU, bitsandbytes)", None)
     gradient_checkpointing: bool = doc("trade compute for activation memory", False)
@@ -160,6 +166,7 @@ SHARED_FIELDS = (
 
 LR_SCHEDULERS = ("linear", "cosine", "constant_with_warmup")  # transformers' SchedulerType names
 SELECT_BEST = ("last", "eval_loss", "eval_score")  # the epoch a unit keeps
+PROMPT_STRATEGIES = ("zero_shot", "few_shot", "instruction_ko")  # raysum.models.prompts renders each
 MODES = ("single", "kfold", "multi_model", "optuna", "full")
 ONE_MODEL_MODES = ("single", "kfold")
 FOLD_MODES = ("kfold", "full", "optuna")  # optuna: trials validate on fold 0

@@ -43,7 +43,7 @@ KINDS = {"loguniform": ("low", "high"), "uniform": ("low", "high"), "int": ("low
 # What each kind of space may search; ``weights`` of the ensemble space is handled apart.
 PARAMETERS = {
     "training": ("epochs", "learning_rate", "gradient_accumulation_steps", "warmup_ratio", "batch_size",
-                 "lora.r", "lora.alpha", "lora.dropout"),
+                 "lora.r", "lora.alpha", "lora.dropout", "prompt_strategy"),
     "decoding": ("num_beams", "length_penalty", "no_repeat_ngram_size", "max_length"),
     "ensemble": ("strategy",),
 }

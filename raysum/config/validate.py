@@ -16,7 +16,8 @@ from dataclasses import fields, is_dataclass
 
 from raysum.config.resolve import DEFAULT, ResolvedConfig
 from raysum.config.schema import (
-    FOLD_MODES, LR_SCHEDULERS, MODES, ONE_MODEL_MODES, SELECT_BEST, SHARED_FIELDS, ModelSettings, field_bounds,
+    FOLD_MODES, LR_SCHEDULERS, MODES, ONE_MODEL_MODES, PROMPT_STRATEGIES, SELECT_BEST, SHARED_FIELDS, ModelSettings,
+    field_bounds,
 )
 
 KINDS = ("seq2seq", "causal")
@@ -154,6 +155,11 @@ def model_problems(m: ModelSettings) -> list[str]:
         (lambda: m.lr_scheduler in LR_SCHEDULERS,
          f"lr_scheduler {m.lr_scheduler!r}: choose {', '.join(LR_SCHEDULERS)}"),
         (lambda: m.select_best in SELECT_BEST, f"select_best {m.select_best!r}: choose {', '.join(SELECT_BEST)}"),
+        (lambda: m.prompt_strategy in PROMPT_STRATEGIES,
+         f"prompt_strategy {m.prompt_strategy!r}: choose {', '.join(PROMPT_STRATEGIES)}"),
+        (lambda: m.kind == "causal" or m.prompt_strategy == "zero_shot",
+         f"prompt_strategy {m.prompt_strategy!r} applies to causal models; {m.kind} models read the dialogue "
+         "without a prompt (set zero_shot)"),
         (lambda: m.quantization in (None, "nf4"), f"quantization {m.quantization!r}: choose null or nf4"),
         (lambda: m.deepspeed in (None, "zero2", "zero3"), f"deepspeed {m.deepspeed!r}: choose null, zero2 or zero3"),
     ]

@@ -58,6 +58,7 @@ UNIT_PREDICTIONS = "predictions.parquet"
 BASELINE = "baseline.parquet"
 ATTEMPTS_JSONL = "attempts.jsonl"
 UNIT_CHECKPOINT_DIR = "checkpoint"  # the trained weights (adapters for LoRA)
+SHOT_POOL = "few_shot_pool.parquet"  # in checkpoint/: the training examples few-shot prompts pick from
 UNIT_RESUME_DIR = "resume"  # epoch checkpoints while training, removed when the unit is done
 # In each resume/checkpoint-<step>/: written once the Trainer's save of it finished; a
 # checkpoint without it (the command was killed while saving) is never resumed from.

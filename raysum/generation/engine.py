@@ -121,13 +121,15 @@ class GenerationEngine:
         self._noted: set[str] = set()
 
     # ------------------------------------------------------------ summaries
-    def summaries(self, settings, dialogues: list[str], seed: int = 0) -> list[dict]:
-        """One ``{"text", "n_tokens", "logprob"}`` per dialogue, in input order."""
+    def summaries(self, settings, dialogues: list[str], seed: int = 0,
+                  shots: list[list[tuple[str, str]]] | None = None) -> list[dict]:
+        """One ``{"text", "n_tokens", "logprob"}`` per dialogue, in input order; ``shots``: each
+        dialogue's few-shot examples (few-shot prompts)."""
         from raysum.models.prompts import encode_sources
 
         if not dialogues:
             return []
-        sources = encode_sources(self.tokenizer, settings, dialogues)
+        sources = encode_sources(self.tokenizer, settings, dialogues, shots)
         share = settings.resources.gpus_per_worker if settings.resources.use_gpu else 1.0
         rows = self.generate(sources, Decoding.of(settings, seed), settings.generation_batch_size, gpu_share=share)
         texts = decode(self.tokenizer, [row.tokens for row in rows], strip_ids(self.tokenizer))

@@ -210,7 +210,9 @@ def _build_from_config(settings, train_texts: list[str], cache_dir: str | None, 
     architecture = get_architecture(spec.pop("architecture", None))
     vocab_size = int(spec.get("vocab_size", 2000))
     if architecture.kind == "causal":  # the prompt's words must be in the vocabulary too
-        train_texts = list(train_texts) + [settings.prompt_template.replace("{dialogue}", " ")]
+        from raysum.models.prompts import prompt_texts
+
+        train_texts = list(train_texts) + prompt_texts(settings)
     tokenizer = train_tokenizer(train_texts, vocab_size, cache_dir,
                                 model_max_length=int(spec.get("max_position_embeddings", 1024)))
     spec.update(

@@ -34,6 +34,9 @@ def export_unit(path: str | Path, unit: str, out: str | Path, *, adapter_only: b
                           f"(finish it with raysum train --resume {path})")
     check_exportable(files.checkpoint_dir, adapter_only)
     settings = cfg.models[model]
+    if settings.prompt_strategy == "few_shot":
+        raise ConfigError(f"{model} prompts with few-shot examples picked per dialogue from its unit's training part, "
+                          "which generate alone cannot do; export a unit of a zero_shot or instruction_ko model")
     table = decoding_table(settings)
     chosen = decoding or DEFAULT
     if chosen not in table:

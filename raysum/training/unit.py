@@ -199,7 +199,7 @@ def setup(unit: UnitConfig, report: Report | None = None) -> UnitRun:
         model, tokenizer = load_model_and_tokenizer(settings, train_texts=texts, cache_dir=unit.tokenizer_cache,
                                                     device="cuda" if cuda else "cpu", seed=unit.seed)
     prepare_model_for_training(model)
-    train_set, eval_set = encode_sets(tokenizer, settings, train_frame, eval_frame)
+    train_set, eval_set = encode_sets(tokenizer, settings, train_frame, eval_frame, shot_pool(unit, train_frame))
     problems = epoch_selection_problems(settings, has_eval=eval_set is not None, scores_epochs=bool(unit.epoch_score))
     if problems:
         raise ConfigError(problems)
@@ -209,6 +209,31 @@ def setup(unit: UnitConfig, report: Report | None = None) -> UnitRun:
     trainer = build_trainer(unit, model, tokenizer, train_set, eval_set, precision, cuda, report, batches=batches)
     return UnitRun(unit, model, tokenizer, trainer, precision, cuda, len(train_set), len(eval_set or []),
                    *count_parameters(model), batch_plan=batches.plan if batches is not None else None)
+
+
+_POOLS: dict[str, object] = {}
+
+
+def shot_pool(unit: UnitConfig, train_frame=None):
+    """The unit's few-shot pool (None unless its prompts are few-shot): its training part,
+    or for a finished unit generating again, the copy saved beside its checkpoint."""
+    from raysum.models.shots import ShotPool
+
+    settings = unit.model
+    if settings.kind != "causal" or settings.prompt_strategy != "few_shot":
+        return None
+    saved = unit.checkpoint_dir / layout.SHOT_POOL
+    source = str(unit.train_path) if unit.train_path else str(saved)
+    if source not in _POOLS:
+        if train_frame is None:
+            if not unit.train_path and not saved.is_file():
+                raise RaysumError(f"{unit.unit_dir}: few-shot prompts pick examples from the unit's training part, "
+                                  f"and neither its training file nor {saved} is there; train the unit again")
+            train_frame = read_table(source, ("fname", "dialogue", "summary"))
+        _POOLS.clear()  # one unit per process at a time: keep only its pool
+        _POOLS[source] = ShotPool(train_frame["dialogue"].tolist(), train_frame["summary"].tolist(),
+                                  train_frame["fname"].astype(str).tolist())
+    return _POOLS[source]
 
 
 def _recorded_budget(unit: UnitConfig) -> int | None:
@@ -222,13 +247,23 @@ def _recorded_budget(unit: UnitConfig) -> int | None:
     return sealed_record(Path(checkpoint)).get("max_tokens_per_batch") if checkpoint else None
 
 
-def encode_sets(tokenizer, settings, train_frame, eval_frame) -> tuple[list[dict], list[dict] | None]:
+def encode_sets(tokenizer, settings, train_frame, eval_frame, pool=None) -> tuple[list[dict], list[dict] | None]:
+    """Training and eval examples; with a few-shot ``pool`` each prompt gets its examples
+    (a training dialogue never itself or a row augmented from it)."""
     from raysum.models import encode_examples
 
-    train_set = encode_examples(tokenizer, settings, train_frame["dialogue"].tolist(), train_frame["summary"].tolist())
+    def shots(frame, own: bool):
+        if pool is None:
+            return None
+        return pool.pick(frame["dialogue"].tolist(), settings.few_shot_k, frame["fname"].astype(str).tolist() if own
+                         else None)
+
+    train_set = encode_examples(tokenizer, settings, train_frame["dialogue"].tolist(), train_frame["summary"].tolist(),
+                                shots(train_frame, own=True))
     if eval_frame is None or not len(eval_frame):
         return train_set, None
-    eval_set = encode_examples(tokenizer, settings, eval_frame["dialogue"].tolist(), eval_frame["summary"].tolist())
+    eval_set = encode_examples(tokenizer, settings, eval_frame["dialogue"].tolist(), eval_frame["summary"].tolist(),
+                               shots(eval_frame, own=False))
     eval_set.sort(key=lambda example: len(example["input_ids"]))  # sequential eval batches of similar length
     return train_set, eval_set
 
@@ -436,6 +471,10 @@ def save_checkpoint(run: UnitRun) -> None:
             model, state_dict = copy.deepcopy(model).merge_and_unload(), None
         model.save_pretrained(str(target), state_dict=state_dict)
         run.tokenizer.save_pretrained(str(target))
+        if shot_pool(run.unit) is not None:  # what few-shot prompts pick from when the unit generates again
+            write_parquet(target / layout.SHOT_POOL,
+                          read_table(run.unit.train_path, ("fname", "dialogue", "summary"))[["fname", "dialogue",
+                                                                                             "summary"]])
     trainer.accelerator.wait_for_everyone()
 
 
@@ -490,7 +529,9 @@ def _predict_splits(engine, tokenizer, unit: UnitConfig, splits: dict[str, str],
     for key, path in splits.items():
         split, _, tta = key.partition("|")
         table = read_table(path, ("fname", "dialogue"))
-        outputs = engine.summaries(settings, table["dialogue"].tolist(), seed=seed)
+        pool = shot_pool(unit)
+        shots = None if pool is None else pool.pick(table["dialogue"].tolist(), settings.few_shot_k)
+        outputs = engine.summaries(settings, table["dialogue"].tolist(), seed=seed, shots=shots)
         frame = pd.DataFrame(outputs, columns=["text", "n_tokens", "logprob"])
         frame.insert(0, "split", split)
         frame.insert(1, "fname", table["fname"].tolist())

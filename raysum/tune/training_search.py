@@ -91,6 +91,13 @@ def model_parameters(space: SearchSpace, model: str, settings) -> tuple[dict[str
             else:
                 notes.append(f"{key} is not searched for {model}: a full fine-tune has no LoRA adapters")
             del params[key]
+    if settings.kind != "causal" and "prompt_strategy" in params:
+        if "prompt_strategy" in own:
+            problems.append(f"search space {space.path}: models.{model}.prompt_strategy: {model} is a "
+                            f"{settings.kind} model, which reads the dialogue without a prompt")
+        else:
+            notes.append(f"prompt_strategy is not searched for {model}: a {settings.kind} model has no prompt")
+        del params["prompt_strategy"]
     if not params and not problems:
         problems.append(f"search space {space.path}: nothing to search for {model}")
     return params, notes, problems
