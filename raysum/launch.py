@@ -376,3 +376,32 @@ def fit_trial(unit: dict, trial_id: str, scaling_args: dict, storage_path: str) 
                              failure_config=FailureConfig(max_failures=0)),
     )
     trainer.fit()  # raises TrainingFailedError when the unit fails: the trial errors
+
+
+def translate_on_ray(models: list[str], texts: list[str], console=None) -> dict[str, str]:
+    """``texts`` through the translator chain as Ray tasks, all at once: one task per GPU of
+    the cluster (each loads the checkpoints once and translates its share in batches), else
+    up to 4 one-CPU tasks. Each task gets every n-th text of the length-sorted list, so the
+    shares are alike. Returns {text: translation}; a line per finished task."""
+    import ray
+
+    from raysum.augment import translate_chunk
+
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    tasks = max(1, min(len(texts), gpus if gpus else min(4, max(1, cpus - 1))))
+    ordered = sorted(texts, key=len)
+    shares = [ordered[i::tasks] for i in range(tasks)]
+    remote = ray.remote(translate_chunk).options(num_cpus=1, num_gpus=1 if gpus else 0, name="back_translation")
+    pending = {remote.remote(list(models), share): share for share in shares}
+    done: dict[str, str] = {}
+    started = time.perf_counter()
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        share = pending.pop(ready[0])
+        done.update(zip(share, ray.get(ready[0])))
+        if console is not None:
+            console.print(f"back-translation: {len(done)}/{len(texts)} pieces translated "
+                          f"({tasks - len(pending)}/{tasks} task(s), {'GPU' if gpus else 'CPU'}, "
+                          f"{time.perf_counter() - started:.0f} s)")
+    return done

@@ -344,3 +344,59 @@ def test_check_available_names_missing_checkpoints(tmp_path, monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE")
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
     assert check_available(["back_translation"], ["no-such-org/no-such-model"]) == []
+
+
+def _bt_config(translators):
+    from raysum.config.resolve import resolve
+
+    return resolve({"models": ["tiny-bart"], "use_augmentation": True, "augmentation_ratio": 0.5,
+                    "augmentation_methods": ["back_translation", "synonym"], "augmentation_translators": translators})
+
+
+def test_every_fold_is_back_translated_in_one_go_with_the_rows_a_local_translator_makes(
+        train, translators, tmp_path, monkeypatch):
+    """pretranslate: a stand-in pass learns every fold's pieces, one call translates them all
+    (Ray tasks in a run; here the task body in this process), and the folds then get exactly
+    the rows the translator itself would have made, from a cache the next run reads."""
+    from raysum import launch
+    from raysum.augment import translate_chunk
+    from raysum.pipeline._variants import augment_training_part, pretranslate
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cfg = _bt_config(translators)
+    folds = assign_folds(train.head(24), k=2, seed=0)
+    parts = [fold_split(train.head(24), folds, f)[0][["fname", "dialogue", "summary"]].reset_index(drop=True)
+             for f in (0, 1)]
+    calls = []
+    monkeypatch.setattr(launch, "translate_on_ray", lambda models, texts, console=None: calls.append(len(texts))
+                        or dict(zip(texts, translate_chunk(models, texts))))
+    known = pretranslate(parts, cfg, tmp_path / "cache", None)
+    assert len(calls) == 1 and calls[0] > 0  # both folds' pieces in one call
+    made = [augment_training_part(part, cfg, tmp_path / "cache", known)[0] for part in parts]
+    assert known.missed == 0  # every piece asked for was made ahead
+    for part, rows in zip(parts, made):
+        expected = augment_frame(part, ["back_translation", "synonym"], 0.5, cfg.experiment.seed, None,
+                                 translator=Translator(translators))
+        pd.testing.assert_frame_equal(rows.iloc[len(part):].reset_index(drop=True),
+                                      expected[["fname", "dialogue", "summary"]])
+    assert list((tmp_path / "cache").glob("translations-*.parquet"))
+    for cached in (tmp_path / "cache").glob("augment-*.parquet"):
+        cached.unlink()  # the augmented rows are gone, the translations are not: nothing to translate again
+    pretranslate(parts, cfg, tmp_path / "cache", None)
+    assert len(calls) == 1
+
+
+@pytest.mark.slow
+def test_translate_on_ray_shares_pieces_over_tasks_and_equals_the_local_translator(translators, local_ray,
+                                                                                    monkeypatch):
+    from rich.console import Console
+
+    from raysum.launch import translate_on_ray
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    texts = [f"안녕하세요 {'정말 ' * i}반가워요" for i in range(9)]
+    console = Console(record=True, width=200)
+    out = translate_on_ray(translators, texts, console)
+    assert out == dict(zip(texts, Translator(translators).translate(texts)))
+    lines = console.export_text().splitlines()
+    assert lines[-1].startswith("back-translation: 9/9 pieces translated (3/3 task(s), CPU")

@@ -18,17 +18,23 @@ and no held-out dialogue can reach the augmented rows.
 
 from __future__ import annotations
 
-from raysum.augment._frame import CACHE_VERSION, augment_frame
+from raysum.augment._frame import CACHE_VERSION, augment_frame, cached_augmentation
 from raysum.augment._registry import AUGMENT_METHODS, check_available, config_problems, register_augment
-from raysum.augment.back_translation import DEFAULT_TRANSLATORS, Translator
+from raysum.augment.back_translation import (
+    DEFAULT_TRANSLATORS, KnownTranslations, RequestRecorder, Translator, translate_chunk,
+)
 
 __all__ = [
     "AUGMENT_METHODS",
     "CACHE_VERSION",
     "DEFAULT_TRANSLATORS",
+    "KnownTranslations",
+    "RequestRecorder",
     "Translator",
     "augment_frame",
+    "cached_augmentation",
     "check_available",
     "config_problems",
     "register_augment",
+    "translate_chunk",
 ]

@@ -41,6 +41,17 @@ COLUMNS = ["fname", "dialogue", "summary", "source_fname", "method"]
 MAX_PASSES = 20
 
 
+def cached_augmentation(train: pd.DataFrame, methods: list[str], ratio: float, seed: int, cache_dir: str | None,
+                        translator_models: list[str] | None = None) -> pd.DataFrame | None:
+    """The rows ``augment_frame`` would read back from ``cache_dir`` (None: it would make them)."""
+    methods = list(methods)
+    if cache_dir is None or round(ratio * len(train)) == 0:
+        return None
+    uses_translator = any(hasattr(AUGMENT_METHODS[m], "augment_batch") for m in methods)
+    settings = Translator.settings_for(list(translator_models or DEFAULT_TRANSLATORS)) if uses_translator else None
+    return _read_cache(Path(cache_dir) / f"augment-{_cache_key(train, methods, ratio, seed, settings)}.parquet")
+
+
 def augment_frame(train: pd.DataFrame, methods: list[str], ratio: float, seed: int, cache_dir: str | None,
                   translator_models: list[str] | None = None, *, translator: Translator | None = None) -> pd.DataFrame:
     """New rows only (``COLUMNS``): ``round(ratio * len(train))`` augmented examples of

@@ -23,7 +23,9 @@ a ``ConfigError`` naming it and how to provide it (see ``checkpoint_problems``).
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
 import os
 import random
 import re
@@ -150,6 +152,80 @@ class Translator:
         translated = tokenizer.batch_decode([row.tokens for row in rows], skip_special_tokens=True)
         done = dict(zip(distinct, (t.strip() for t in translated)))
         return [done[text] for text in texts]
+
+
+class RequestRecorder:
+    """Stands in for a translator to learn which pieces an augmentation pass asks for: every
+    piece comes back changed (the usual case), so the pass takes the rows it would take
+    with real translations."""
+
+    def __init__(self, models: Sequence[str]):
+        self.names = [str(m) for m in models]
+        self.requested: set[str] = set()
+
+    def settings(self) -> dict:
+        return Translator.settings_for(self.names)
+
+    def translate(self, texts: Sequence[str]) -> list[str]:
+        self.requested.update(texts)
+        return [f"{text} ·" for text in texts]
+
+
+class KnownTranslations:
+    """Translations made ahead (by Ray tasks), served by piece. A piece that was not made
+    ahead (a pass that went further because some rows came back unchanged) is translated
+    here, by the checkpoints loaded on first need; ``missed`` counts those."""
+
+    def __init__(self, models: Sequence[str], known: dict[str, str]):
+        self.names = [str(m) for m in models]
+        self.known = known
+        self.missed = 0
+        self._local: Translator | None = None
+
+    def settings(self) -> dict:
+        return Translator.settings_for(self.names)
+
+    def translate(self, texts: Sequence[str]) -> list[str]:
+        missing = [t for t in dict.fromkeys(texts) if t not in self.known]
+        if missing:
+            self.missed += len(missing)
+            self._local = self._local or Translator(self.names)
+            self.known.update(zip(missing, self._local.translate(missing)))
+        return [self.known[t] for t in texts]
+
+
+def translate_chunk(models: Sequence[str], texts: Sequence[str]) -> list[str]:
+    """``texts`` through the translator chain in this process (a Ray task's body)."""
+    return Translator(models).translate(texts)
+
+
+def _translations_file(cache_dir: str | Path, models: Sequence[str]) -> Path:
+    key = hashlib.sha256(json.dumps(Translator.settings_for(models), sort_keys=True).encode("utf-8")).hexdigest()[:16]
+    return Path(cache_dir) / f"translations-{key}.parquet"
+
+
+def read_translations(cache_dir: str | Path, models: Sequence[str]) -> dict[str, str]:
+    """Pieces translated before by this translator chain and its settings ({} when none, or
+    when the file is damaged: they are translated again)."""
+    import pandas as pd
+
+    path = _translations_file(cache_dir, models)
+    if not path.is_file():
+        return {}
+    try:
+        frame = pd.read_parquet(path)
+        return dict(zip(frame["piece"].astype(str), frame["translation"].astype(str)))
+    except Exception:  # noqa: BLE001 - a damaged cache is made again, never trusted
+        return {}
+
+
+def write_translations(cache_dir: str | Path, models: Sequence[str], known: dict[str, str]) -> Path:
+    import pandas as pd
+
+    from raysum.storage import write_atomic
+
+    frame = pd.DataFrame({"piece": list(known), "translation": list(known.values())})
+    return write_atomic(_translations_file(cache_dir, models), lambda temp: frame.to_parquet(temp, index=False))
 
 
 _DEFAULT: dict[tuple[str, ...], Translator] = {}

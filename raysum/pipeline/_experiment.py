@@ -18,6 +18,7 @@ from raysum.pipeline._resume import input_settings, unit_settings
 from raysum.training.tracking import tracking_dir
 from raysum.pipeline._variants import (
     augment_training_part,
+    pretranslate,
     tta_predict_paths,
     write_fold_tta_inputs,
     write_tta_inputs,
@@ -113,7 +114,8 @@ def create_experiment_dir(cfg: ResolvedConfig) -> Path:
     return path
 
 
-def write_experiment_files(path: Path, cfg: ResolvedConfig, data: ExperimentData, command_line: list[str]) -> None:
+def write_experiment_files(path: Path, cfg: ResolvedConfig, data: ExperimentData, command_line: list[str],
+                           console=None) -> None:
     exp = Experiment(path)
     exp.write_config(cfg)
     exp.write_run_info({"command_line": command_line, "created": time.time(), "data": data.paths,
@@ -126,14 +128,17 @@ def write_experiment_files(path: Path, cfg: ResolvedConfig, data: ExperimentData
         exp.write_folds(data.folds)
         from raysum.data import fold_split
 
-        for fold in sorted(data.folds["fold"].unique()):
-            fold = int(fold)
-            train_df, heldout = fold_split(data.train, data.folds, fold)
-            train_part, augmentation[layout.fold_label(fold)] = augment_training_part(_unit_frame(train_df), cfg, cache)
+        folds = [int(fold) for fold in sorted(data.folds["fold"].unique())]
+        parts = {fold: fold_split(data.train, data.folds, fold) for fold in folds}
+        translations = pretranslate([_unit_frame(train_df) for train_df, _ in parts.values()], cfg, cache, console)
+        for fold, (train_df, heldout) in parts.items():
+            train_part, augmentation[layout.fold_label(fold)] = augment_training_part(_unit_frame(train_df), cfg, cache,
+                                                                                      translations)
             write_parquet(exp.fold_input(fold, "train"), train_part)
             write_parquet(exp.fold_input(fold, "heldout"), _unit_frame(heldout))
     else:
-        full, augmentation[layout.FULL_FOLD] = augment_training_part(_unit_frame(data.train), cfg, cache)
+        translations = pretranslate([_unit_frame(data.train)], cfg, cache, console)
+        full, augmentation[layout.FULL_FOLD] = augment_training_part(_unit_frame(data.train), cfg, cache, translations)
         write_parquet(exp.fold_input(None, "train"), full)
     exp.write_augmentation(augmentation)
     exp.write_input(layout.DEV_UNITS, _unit_frame(data.dev))

@@ -81,7 +81,7 @@ def start_experiment(cfg: ResolvedConfig, command_line: list[str] | None, consol
     if problems:
         raise ConfigError(problems)
     path = create_experiment_dir(cfg)
-    write_experiment_files(path, cfg, data, list(command_line or sys.argv))
+    write_experiment_files(path, cfg, data, list(command_line or sys.argv), console)
     return path
 
 

@@ -16,9 +16,11 @@ from raysum.experiment.candidates import SOURCE_SPLIT
 _CANDIDATE_SPLIT = {data: candidates for candidates, data in SOURCE_SPLIT.items()}
 
 
-def augment_training_part(train: pd.DataFrame, cfg: ResolvedConfig, cache_dir: Path) -> tuple[pd.DataFrame, dict]:
+def augment_training_part(train: pd.DataFrame, cfg: ResolvedConfig, cache_dir: Path,
+                          translator=None) -> tuple[pd.DataFrame, dict]:
     """`train` (fname, dialogue, summary) plus its augmented rows when augmentation is on.
-    Only rows of `train` are ever augmented: a fold's held-out part never reaches here."""
+    Only rows of `train` are ever augmented: a fold's held-out part never reaches here.
+    ``translator``: back-translations made ahead (:func:`pretranslate`)."""
     exp = cfg.experiment
     info = {"source_rows": len(train), "augmented_rows": 0}
     if not exp.use_augmentation:
@@ -26,11 +28,42 @@ def augment_training_part(train: pd.DataFrame, cfg: ResolvedConfig, cache_dir: P
     from raysum.augment import augment_frame
 
     extra = augment_frame(train, list(exp.augmentation_methods), exp.augmentation_ratio, exp.seed,
-                          str(cache_dir), translator_models=list(exp.augmentation_translators))
+                          str(cache_dir), translator_models=list(exp.augmentation_translators), translator=translator)
     info.update({"augmented_rows": len(extra), "ratio": exp.augmentation_ratio,
                  "methods": list(exp.augmentation_methods),
                  "per_method": {str(k): int(v) for k, v in extra["method"].value_counts().items()}})
     return pd.concat([train, extra[["fname", "dialogue", "summary"]]], ignore_index=True), info
+
+
+def pretranslate(parts: list[pd.DataFrame], cfg: ResolvedConfig, cache_dir: Path, console=None):
+    """Back-translation for every training part at once, before any is augmented: a pass
+    with a stand-in translator learns which utterance pieces each part's augmentation will
+    ask for, the pieces not translated before go to Ray tasks (the cluster's GPUs when it
+    has some) in one go, and every translation is kept in ``cache_dir`` by content. Returns
+    the translations for :func:`augment_training_part` (None: no back-translation here)."""
+    exp = cfg.experiment
+    if not exp.use_augmentation or "back_translation" not in exp.augmentation_methods:
+        return None
+    from raysum.augment import DEFAULT_TRANSLATORS, KnownTranslations, RequestRecorder, augment_frame, cached_augmentation
+    from raysum.augment.back_translation import read_translations, write_translations
+
+    methods, models = list(exp.augmentation_methods), list(exp.augmentation_translators or DEFAULT_TRANSLATORS)
+    recorder = RequestRecorder(models)
+    for part in parts:
+        if cached_augmentation(part, methods, exp.augmentation_ratio, exp.seed, str(cache_dir), models) is None:
+            augment_frame(part, methods, exp.augmentation_ratio, exp.seed, None, translator=recorder)
+    known = read_translations(cache_dir, models)
+    todo = sorted(recorder.requested - set(known))
+    if todo:
+        from raysum.launch import translate_on_ray
+
+        if console is not None:
+            console.print(f"back-translation: {len(todo)} utterance piece(s) of {len(parts)} training part(s) "
+                          f"through {' -> '.join(models)}, as Ray tasks ({len(recorder.requested) - len(todo)} "
+                          "translated before)")
+        known.update(translate_on_ray(models, todo, console))
+        write_translations(cache_dir, models, known)
+    return KnownTranslations(models, known)
 
 
 def tta_variant_names(cfg: ResolvedConfig) -> list[str]:
