@@ -235,7 +235,7 @@ def _to_records(columns: list[str], raw: list[tuple[int, dict[str, Any]]],
         for field, name in (("fname", fname_column), ("dialogue", dialogue_column)):
             if name not in columns:
                 how = f"data_columns {field}={name}; " if name != field else ""
-                check.errors.append(Problem(None, name, f"required column is missing ({how}columns: "
+                check.errors.append(Problem(None, field, f"required column is missing ({how}columns: "
                                                         f"{', '.join(columns)})"))
         if require_references and not summary_columns and "summary" not in mapping:
             check.errors.append(Problem(None, "summary", "no summary column (summary or summary1..N): "
@@ -268,18 +268,22 @@ def _to_records(columns: list[str], raw: list[tuple[int, dict[str, Any]]],
 
 def _mapped(columns: list[str], mapping: dict[str, list[str]], field: str, numbered: re.Pattern,
             required: bool, check: DataCheck) -> list[str]:
-    """The source columns of ``field`` (summary or topic): those ``mapping`` names, else
-    ``field`` and ``field1..N``. Mapped columns a source lacks are errors, unless it has
-    none of them and does not need them (a test split without references)."""
+    """The source columns of ``field`` (summary or topic): those ``mapping`` names that the
+    source has, else ``field`` and ``field1..N``. One mapping serves every split (DialogSum's
+    train has ``summary``, its dev and test ``summary1..3``), so a mapped column a split lacks
+    is a warning; none of them where references are required is an error."""
     if field not in mapping:
         return _numbered(columns, field, numbered)
     wanted = mapping[field]
-    missing = [c for c in wanted if c not in columns]
-    if missing and columns and (required or len(missing) < len(wanted)):
-        for name in missing:
-            check.errors.append(Problem(None, name, f"column is missing (data_columns {field}={','.join(wanted)}; "
-                                                    f"columns: {', '.join(columns)})"))
-    return [c for c in wanted if c in columns]
+    present = [c for c in wanted if c in columns]
+    if columns and not present and required:
+        check.errors.append(Problem(None, field, f"none of the columns data_columns maps to {field} "
+                                                 f"({', '.join(wanted)}) is here (columns: {', '.join(columns)})"))
+    elif columns and present and len(present) < len(wanted):
+        absent = [c for c in wanted if c not in columns]
+        check.warnings.append(Problem(None, field, f"column(s) {', '.join(absent)} of data_columns {field}="
+                                                   f"{','.join(wanted)} are not here; using {', '.join(present)}"))
+    return present
 
 
 def _numbered(columns: list[str], name: str, numbered: re.Pattern) -> list[str]:
