@@ -14,6 +14,8 @@ from __future__ import annotations
 from raysum.errors import RaysumError
 
 IGNORE_INDEX = -100
+# The model settings the functions below read: with the tokenizer, all that shapes an encoding.
+ENCODING_SETTINGS = ("kind", "max_source_length", "max_target_length", "prompt_template")
 _SLOT = "\ue000DIALOGUE\ue000"  # a private-use marker no template or dialogue contains
 # Llama 3.x templates print today's date unless given one; a fixed date keeps the
 # prompt identical between training and generation on different days.

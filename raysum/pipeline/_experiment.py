@@ -178,6 +178,7 @@ def unit_config(path: Path, cfg: ResolvedConfig, unit: Unit, baseline: bool) -> 
         "predict": predict,
         "baseline_splits": ["dev"] if baseline else [],
         "tokenizer_cache": str(output_root(cfg) / ".tokenizers"),
+        "encoding_cache": str(output_root(cfg) / ".encoded"),
         "resume": True,
         "max_failures": cfg.experiment.max_failures,
         "tracking": list(cfg.experiment.tracking),
