@@ -205,6 +205,12 @@ CASES = {
     "score without summary column": Case(["score", "--predictions", "{bad}", "--references", "{test}"], 2,
                                          "summary", "no_summary_pred"),
     "binary data file": Case(["data", "check", "{bad}"], 2, "bad.csv", "binary"),
+    "split map of an unknown split": Case(TRAIN + ["--data_split_map", "validation=dev"], 2,
+                                          "data_split_map 'validation=dev': 'validation' is not a raysum split"),
+    "column map of an unknown column": Case(TRAIN + ["--data_columns", "title=name"], 2,
+                                            "data_columns 'title=name': 'title' is not a raysum column"),
+    "hf:// with a path": Case(TRAIN + ["--train_data", "hf://org/name/extra"], 2,
+                              "a Hub dataset is hf://ORG/NAME or hf://ORG/NAME:CONFIG"),
 }
 
 

@@ -42,6 +42,8 @@ def test_full_run_writes_every_artifact(experiment, small_data):
     assert "# cli" in (experiment / "config.yaml").read_text()
 
     units = [(m, f) for m in MODELS for f in (0, 1)]
+    # Each unit's training and held-out rows went through the shared encoding cache.
+    assert len(list((experiment.parent / ".encoded").glob("encoded-*.arrow"))) >= len(units)
     for model, fold in units:
         unit_dir = experiment / "units" / model / f"fold{fold}"
         assert (unit_dir / "checkpoint" / "model.safetensors").is_file()

@@ -52,8 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="dataset tools")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     check = data_sub.add_parser("check", help="validate a dataset file and print statistics")
-    check.add_argument("path", help="CSV or JSONL file (fname, dialogue, summary[1..N], topic)")
-    check.set_defaults(func=_cmd_data_check, path_kind="file")
+    check.add_argument("path", help="CSV, JSONL or Parquet file (fname, dialogue, summary[1..N], topic), a "
+                                    "save_to_disk folder or hf://ORG/NAME[:CONFIG]")
+    check.add_argument("--split", default=None, metavar="NAME",
+                       help="the split to check of data with several (hf://, a save_to_disk DatasetDict)")
+    check.add_argument("--data_columns", nargs="+", default=None, metavar="FIELD=COLUMN",
+                       help="the data's columns for fname, dialogue, summary, topic where the names differ, "
+                            "e.g. fname=id summary=summary1,summary2,summary3")
+    check.set_defaults(func=_cmd_data_check)
 
     score = sub.add_parser("score", help="Korean ROUGE of predictions against references")
     score.add_argument("--predictions", required=True, help="CSV with fname,summary")
@@ -247,9 +253,12 @@ def _cmd_train(ns: argparse.Namespace) -> int:
 
 
 def _cmd_data_check(ns: argparse.Namespace) -> int:
-    from raysum.data import check_dataset, print_check
+    from raysum.data import check_dataset, parse_columns, print_check
 
-    check = check_dataset(ns.path)
+    columns, problems = parse_columns(ns.data_columns)
+    if problems:
+        raise ConfigError(problems)
+    check = check_dataset(ns.path, split=ns.split, columns=columns)
     print_check(check, ns.path, console)
     return 0 if check.ok else 2  # bad data, like every data error
 

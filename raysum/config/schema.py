@@ -225,11 +225,18 @@ class ExperimentConfig:
         "(s3://, gs://, file://); default: <experiment dir>/ray", None)
     max_failures: int = doc("times Ray Train restarts a unit whose worker or node died; it resumes from its last "
                             "epoch checkpoint", 0, at_least=0)
-    train_data: Optional[str] = doc("training file (csv/jsonl; a path or URI); default: the bundled Korean sample",
-                                    None)
-    dev_data: Optional[str] = doc("dev file with references (path or URI); default: the bundled Korean sample", None)
-    test_data: Optional[str] = doc("test file, references optional (path or URI); default: the bundled Korean sample",
-                                   None)
+    train_data: Optional[str] = doc(
+        "training data: a csv/jsonl/parquet file (path or URI), a save_to_disk folder or hf://ORG/NAME[:CONFIG]; "
+        "default: the bundled Korean sample", None)
+    dev_data: Optional[str] = doc("dev data with references (as train_data); default: the bundled Korean sample", None)
+    test_data: Optional[str] = doc("test data, references optional (as train_data); default: the bundled Korean "
+                                   "sample", None)
+    data_split_map: list[str] = doc(
+        "the split each of train, dev, test reads from data with splits (hf://, a save_to_disk DatasetDict), "
+        "e.g. dev=validation; unnamed ones read the split of their own name", default_factory=list)
+    data_columns: list[str] = doc(
+        "the data's columns for fname, dialogue, summary, topic where the names differ, e.g. fname=id "
+        "summary=summary1,summary2,summary3", default_factory=list)
     ray_address: Optional[str] = doc("attach to a Ray cluster (auto or host:port) instead of starting one "
                                      "(RAY_ADDRESS, as set inside `ray job submit`, does the same)", None)
     num_cpus: Optional[int] = doc("logical CPUs of the local Ray instance (default: enough for the units)", None,

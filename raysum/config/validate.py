@@ -120,14 +120,14 @@ def _storage_problems(exp) -> list[str]:
     it), never a job's temporary working directory; Ray Train's storage may be a URI."""
     import os
 
-    from raysum.storage import local_path, path_problems, uri_problems
+    from raysum.storage import local_path, path_problems, scheme, uri_problems
 
     out = []
     if exp.storage_path:
         out += uri_problems(exp.storage_path, "storage_path") or path_problems(exp.storage_path, "storage_path",
                                                                                 "new_dir")
     for key in ("train_data", "dev_data", "test_data"):
-        if getattr(exp, key):
+        if getattr(exp, key) and scheme(getattr(exp, key)) != "hf":  # hf://: raysum.data checks it
             out += uri_problems(getattr(exp, key), key)  # existence: checked where the data is loaded
     out += path_problems(exp.output_dir, "output_dir", "new_dir")
     output = local_path(exp.output_dir)

@@ -1,6 +1,8 @@
-"""Datasets: loading (CSV/JSONL), the data check, seeded sampling and k-fold assignment.
+"""Datasets: loading (CSV, JSONL, Parquet, save_to_disk folders, hf:// Hub datasets), the
+data check, seeded sampling and k-fold assignment.
 
     df = load_dataset("train.csv")            # fname, dialogue, references, topic
+    df = load_dataset("hf://ORG/NAME", split="validation", columns={"fname": ["id"]})
     check = check_dataset("train.csv")        # errors, warnings, stats
     errors, notes = check_splits({"train": {fname: dialogue}, "dev": ..., "test": ...})
     folds = assign_folds(df, k=5, seed=42)    # fname, fold
@@ -18,7 +20,18 @@ from raysum.data._check import (
     print_check,
 )
 from raysum.data._folds import assign_folds, fold_split, sample_rows
-from raysum.data._load import FORMATS, SPLITS, bundled_data, check_dataset, load_dataset
+from raysum.data._load import FORMATS, bundled_data, check_dataset, load_dataset
+from raysum.data._sources import (
+    FIELDS,
+    SPLITS,
+    config_problems,
+    datasets_cache_dir,
+    hub_source,
+    is_hub_source,
+    offline_problem,
+    parse_columns,
+    parse_split_map,
+)
 from raysum.data._tags import (
     KNOWN_TAGS,
     MASK_TAGS,
@@ -31,6 +44,7 @@ from raysum.data._tags import (
 )
 
 __all__ = [
+    "FIELDS",
     "FORMATS",
     "KNOWN_TAGS",
     "MASK_TAGS",
@@ -47,9 +61,16 @@ __all__ = [
     "bundled_data",
     "check_dataset",
     "check_splits",
+    "config_problems",
+    "datasets_cache_dir",
     "fold_split",
     "format_check",
+    "hub_source",
+    "is_hub_source",
     "load_dataset",
+    "offline_problem",
+    "parse_columns",
+    "parse_split_map",
     "print_check",
     "sample_rows",
     "split_turns",

@@ -11,12 +11,13 @@ from raysum.models.loading import (
 )
 from raysum.models.export import export_model
 from raysum.models.prompts import (
-    IGNORE_INDEX, chat_prompt_parts, encode_examples, encode_sources, encode_targets, generation_eos_ids,
+    ENCODING_SETTINGS, IGNORE_INDEX, chat_prompt_parts, encode_examples, encode_sources, encode_targets,
+    generation_eos_ids,
 )
 from raysum.models.tokenizer import CHAT_MARKERS, MASK_TAGS, SPEAKER_TAGS, TAG_TOKENS, train_tokenizer
 
 __all__ = [
-    "ARCHITECTURES", "architecture_problems", "CHAT_MARKERS", "IGNORE_INDEX", "KINDS", "MASK_TAGS", "SPEAKER_TAGS", "TAG_TOKENS",
+    "ARCHITECTURES", "architecture_problems", "CHAT_MARKERS", "ENCODING_SETTINGS", "IGNORE_INDEX", "KINDS", "MASK_TAGS", "SPEAKER_TAGS", "TAG_TOKENS",
     "apply_lora", "auto_model_class", "available_architectures", "chat_prompt_parts", "check_weights_available",
     "count_parameters", "encode_examples", "encode_sources", "encode_targets", "export_model",
     "generation_eos_ids", "get_architecture",

@@ -28,6 +28,9 @@ INSTRUCTION_KO = (
     "쓰세요.\n\n대화:\n{dialogue}\n\n요약:")
 EXAMPLES_INTRO = "다음은 대화와 그 요약의 예시입니다.\n\n"
 EXAMPLE = "대화:\n{dialogue}\n요약: {summary}\n\n"
+# The model settings the functions below read: with the tokenizer, all that shapes an encoding
+# (few-shot prompts also depend on the unit's training part: they are not cached).
+ENCODING_SETTINGS = ("kind", "max_source_length", "max_target_length", "prompt_template", "prompt_strategy")
 _SLOT = "\ue000DIALOGUE\ue000"  # a private-use marker no template or dialogue contains
 _EXAMPLES_SLOT = "\ue000EXAMPLES\ue000"
 # Llama 3.x templates print today's date unless given one; a fixed date keeps the

@@ -192,7 +192,7 @@ def predict_new_file(path: Path, test_file: str, output: str | None, ray_address
                      console: Console, force: bool = False) -> Path:
     """Every trained unit generates for `test_file`; the submission uses the experiment's chosen
     unit. A previous, different submission at the target is kept beside it unless `force`."""
-    from raysum.data import load_dataset
+    from raysum.data import load_dataset, parse_columns, parse_split_map
     from raysum.launch import init_ray, predict_with_units
     from raysum.pipeline._experiment import plan_units
     from raysum.pipeline._variants import tta_predict_paths, write_tta_inputs
@@ -202,7 +202,9 @@ def predict_new_file(path: Path, test_file: str, output: str | None, ray_address
     if not exp.has_scores():
         raise RaysumError(f"{path} has no {layout.SCORES}: finish it first (raysum train --resume {path})")
     scores = exp.scores()
-    test = load_dataset(test_file)
+    # The experiment's data settings say which split and columns its data has.
+    split_map, columns = parse_split_map(cfg.experiment.data_split_map)[0], parse_columns(cfg.experiment.data_columns)[0]
+    test = load_dataset(test_file, split=split_map["test"], columns=columns)
     if test.empty:
         raise DataError("no dialogues", test_file)
     units = [u for u in plan_units(cfg) if exp.unit(u.model, u.fold).done()]

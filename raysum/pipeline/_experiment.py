@@ -56,7 +56,9 @@ def load_experiment_data(cfg: ResolvedConfig) -> ExperimentData:
 
     An fname in both train and test is a DataError; train/dev and dev/test sharing fnames
     is a note (every later lookup is by split and fname)."""
-    from raysum.data import assign_folds, bundled_data, check_splits, load_dataset, sample_rows
+    from raysum.data import (
+        assign_folds, bundled_data, check_splits, load_dataset, parse_columns, parse_split_map, sample_rows,
+    )
 
     exp = cfg.experiment
     paths = {
@@ -64,10 +66,12 @@ def load_experiment_data(cfg: ResolvedConfig) -> ExperimentData:
         "dev": exp.dev_data or str(bundled_data("dev")),
         "test": exp.test_data or str(bundled_data("test")),
     }
+    split_map, columns = parse_split_map(exp.data_split_map)[0], parse_columns(exp.data_columns)[0]
     frames, failures = {}, []
     for split, path in paths.items():
         try:
-            frames[split] = load_dataset(path, require_references=split != "test")
+            frames[split] = load_dataset(path, require_references=split != "test", split=split_map[split],
+                                         columns=columns)
         except DataError as exc:
             failures.append(exc)
     if len(failures) == 1:
@@ -179,6 +183,7 @@ def unit_config(path: Path, cfg: ResolvedConfig, unit: Unit, baseline: bool) -> 
         "predict": predict,
         "baseline_splits": ["dev"] if baseline else [],
         "tokenizer_cache": str(output_root(cfg) / ".tokenizers"),
+        "encoding_cache": str(output_root(cfg) / ".encoded"),
         "resume": True,
         "max_failures": cfg.experiment.max_failures,
         "tracking": list(cfg.experiment.tracking),

@@ -19,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 
 from raysum.config.resolve import ResolvedConfig
-from raysum.config.schema import ModelSettings
+from raysum.config.schema import ExperimentConfig, ModelSettings
 from raysum.errors import ConfigError
 from raysum.experiment import Experiment, layout
 
@@ -28,6 +28,7 @@ NOT_SHAPING = ("name", "trust_remote_code", "generation_batch_size", "resources.
                "dataloader_num_workers", "compile")
 # Global settings the experiment's inputs (data, sample, folds, variants) were written from.
 INPUT_SETTINGS = ("mode", "k_folds", "fold_seed", "max_train_samples", "train_data", "dev_data", "test_data",
+                  "data_split_map", "data_columns",
                   "use_augmentation", "augmentation_methods", "augmentation_ratio", "augmentation_translators",
                   "use_tta", "tta_strategies", "tta_num_aug")
 
@@ -57,6 +58,11 @@ def input_settings(cfg: ResolvedConfig) -> dict:
     return _plain({k: getattr(cfg.experiment, k) for k in INPUT_SETTINGS})
 
 
+def _default_inputs() -> dict:
+    """The input settings of the defaults: what an experiment recorded before a setting existed ran with."""
+    return _plain({k: getattr(ExperimentConfig(), k) for k in INPUT_SETTINGS})
+
+
 def _differences(recorded: dict, now: dict, defaults: dict | None = None) -> list[str]:
     """Settings that differ; one missing from `recorded` (added to raysum since) counts as its
     value in `defaults`, what the older version ran with."""
@@ -72,7 +78,7 @@ def check_resume(path: Path, cfg: ResolvedConfig, units: list, retrain_changed: 
     exp = Experiment(path)
     recorded_inputs = exp.run_info().get("inputs")
     if recorded_inputs is not None:
-        changed = _differences(recorded_inputs, input_settings(cfg))
+        changed = _differences(recorded_inputs, input_settings(cfg), _default_inputs())
         if changed:
             raise ConfigError([f"{path / layout.CONFIG_JSON} changed settings the experiment's inputs were written "
                                "from; a resume cannot apply them (start a new experiment with raysum train "

@@ -4,7 +4,7 @@ collected, then raised once (exit 2), before any work."""
 
 from __future__ import annotations
 
-from raysum import augment, ensemble, tta
+from raysum import augment, data, ensemble, tta
 from raysum.config import validate as config_rules
 from raysum.config.resolve import ResolvedConfig
 from raysum.config.schema import ModelSettings
@@ -24,7 +24,7 @@ def validate(cfg: ResolvedConfig) -> ResolvedConfig:
         more, notes = [], []  # a strategy of the wrong type, already reported by resolve
     problems += more
     warnings += notes
-    for owner in (augment.config_problems, tta.config_problems):
+    for owner in (augment.config_problems, tta.config_problems, data.config_problems):
         problems += _guarded(owner, cfg)
     problems += _guarded(lambda c: tracking_problems(list(c.experiment.tracking)), cfg)
     for name, settings in cfg.models.items():

@@ -60,6 +60,8 @@ class UnitConfig:
     eval_path: Optional[str] = None
     predict: dict = field(default_factory=dict)
     tokenizer_cache: Optional[str] = None
+    # Tokenized examples shared by the units (raysum.training.encoding); None: encode every time.
+    encoding_cache: Optional[str] = None
     resume: bool = False
     baseline_splits: list = field(default_factory=list)
     node_id: Optional[str] = None
@@ -76,8 +78,9 @@ class UnitConfig:
 
     @classmethod
     def from_dict(cls, config: dict) -> "UnitConfig":
-        known = {"unit_dir", "model", "train_path", "seed", "fold", "eval_path", "predict", "tokenizer_cache", "resume",
-                 "baseline_splits", "node_id", "max_failures", "tracking", "tracking_dir", "epoch_score", "settings",
+        known = {"unit_dir", "model", "train_path", "seed", "fold", "eval_path", "predict", "tokenizer_cache",
+                 "encoding_cache", "resume", "baseline_splits", "node_id", "max_failures", "tracking", "tracking_dir",
+                 "epoch_score", "settings",
                  "decoding_splits"}
         problems = [f"unknown unit setting {k!r}" for k in config if k not in known]
         problems += [f"unit setting {k!r} is required" for k in ("unit_dir", "model", "train_path") if k not in config]
@@ -199,7 +202,8 @@ def setup(unit: UnitConfig, report: Report | None = None) -> UnitRun:
         model, tokenizer = load_model_and_tokenizer(settings, train_texts=texts, cache_dir=unit.tokenizer_cache,
                                                     device="cuda" if cuda else "cpu", seed=unit.seed)
     prepare_model_for_training(model)
-    train_set, eval_set = encode_sets(tokenizer, settings, train_frame, eval_frame, shot_pool(unit, train_frame))
+    train_set, eval_set = encode_sets(tokenizer, settings, train_frame, eval_frame, unit.encoding_cache,
+                                      shot_pool(unit, train_frame))
     problems = epoch_selection_problems(settings, has_eval=eval_set is not None, scores_epochs=bool(unit.epoch_score))
     if problems:
         raise ConfigError(problems)
@@ -247,23 +251,26 @@ def _recorded_budget(unit: UnitConfig) -> int | None:
     return sealed_record(Path(checkpoint)).get("max_tokens_per_batch") if checkpoint else None
 
 
-def encode_sets(tokenizer, settings, train_frame, eval_frame, pool=None) -> tuple[list[dict], list[dict] | None]:
-    """Training and eval examples; with a few-shot ``pool`` each prompt gets its examples
-    (a training dialogue never itself or a row augmented from it)."""
+def encode_sets(tokenizer, settings, train_frame, eval_frame, cache_dir: str | None = None,
+                pool=None) -> tuple[list[dict], list[dict] | None]:
+    """Training and eval examples, through the experiment's encoding cache when ``cache_dir``
+    is set. With a few-shot ``pool`` each prompt gets its examples (a training dialogue never
+    itself or a row augmented from it); those depend on the unit's whole training part, so
+    they are encoded without the cache."""
     from raysum.models import encode_examples
+    from raysum.training.encoding import encode_cached
 
-    def shots(frame, own: bool):
+    def encode(frame, own: bool):
+        dialogues, summaries = frame["dialogue"].tolist(), frame["summary"].tolist()
         if pool is None:
-            return None
-        return pool.pick(frame["dialogue"].tolist(), settings.few_shot_k, frame["fname"].astype(str).tolist() if own
-                         else None)
+            return encode_cached(tokenizer, settings, dialogues, summaries, cache_dir)
+        shots = pool.pick(dialogues, settings.few_shot_k, frame["fname"].astype(str).tolist() if own else None)
+        return encode_examples(tokenizer, settings, dialogues, summaries, shots)
 
-    train_set = encode_examples(tokenizer, settings, train_frame["dialogue"].tolist(), train_frame["summary"].tolist(),
-                                shots(train_frame, own=True))
+    train_set = encode(train_frame, own=True)
     if eval_frame is None or not len(eval_frame):
         return train_set, None
-    eval_set = encode_examples(tokenizer, settings, eval_frame["dialogue"].tolist(), eval_frame["summary"].tolist(),
-                               shots(eval_frame, own=False))
+    eval_set = encode(eval_frame, own=False)
     eval_set.sort(key=lambda example: len(example["input_ids"]))  # sequential eval batches of similar length
     return train_set, eval_set
 
