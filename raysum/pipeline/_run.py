@@ -18,7 +18,9 @@ from raysum.config.resolve import ResolvedConfig
 from raysum.errors import ConfigError, RaysumError
 from raysum.experiment import Experiment, layout
 from raysum.experiment.lock import ExperimentLock
-from raysum.launch import check_resources, cluster_nodes, fixed_capacity, init_ray, launch_unit, unit_demand
+from raysum.launch import (
+    check_resources, cluster_nodes, ensemble_problems, fixed_capacity, init_ray, launch_unit, unit_demand,
+)
 from raysum.pipeline._collect import collect_candidates, run_ensembles, score_experiment, write_submission
 from raysum.pipeline._experiment import (
     Unit,
@@ -77,7 +79,7 @@ def start_experiment(cfg: ResolvedConfig, command_line: list[str] | None, consol
     init_ray(cfg.experiment.ray_address, cfg.experiment.num_cpus)
     nodes = cluster_nodes()
     check_resources(cfg.models, nodes)
-    problems = _gpu_problems(cfg, nodes)
+    problems = _gpu_problems(cfg, nodes) + ensemble_problems(cfg.experiment.ensemble_cpus, nodes)
     if problems:
         raise ConfigError(problems)
     path = create_experiment_dir(cfg)
@@ -132,7 +134,11 @@ def resume_experiment(path: str | Path, cli: dict, config_file: str | None, over
             console.print(f"training again (settings changed): {', '.join(retrained)}; their previous files "
                           f"are under {path / layout.REPLACED_DIR}")
         init_ray(cfg.experiment.ray_address, cfg.experiment.num_cpus)
-        check_resources(cfg.models, cluster_nodes())
+        nodes = cluster_nodes()
+        check_resources(cfg.models, nodes)
+        problems = ensemble_problems(cfg.experiment.ensemble_cpus, nodes)
+        if problems:
+            raise ConfigError(problems)
         console.print(f"resuming [bold]{path}[/]")
         _run_units(path, cfg, console, after, force=force)
     return path
@@ -251,7 +257,7 @@ def _ensemble(path: Path, strategy: str, weights: list[float] | None) -> dict:
     if canonical == "stacking" and not (candidates["split"] == "oof").any():
         raise ConfigError("stacking learns from out-of-fold candidates; this experiment has none (no folds)")
     keep = scores.get("ensemble_strategy")
-    run_ensembles(path, cfg, candidates, scores, strategies=[canonical])
+    run_ensembles(path, cfg, candidates, scores, strategies=[canonical], on_ray=False)
     scores["ensemble_strategy"] = keep  # the submission's strategy does not change
     exp.write_scores(scores)
     result = scores["ensembles"][canonical]
