@@ -169,6 +169,12 @@ def resolve_from_args(ns: argparse.Namespace):
 
 
 def _print_warnings(cfg) -> None:
+    from raysum.config.resolve import JOB_DEFAULT
+
+    if cfg.sources.get("output_dir") == JOB_DEFAULT:
+        err_console.print(f"note: inside a Ray job, experiment directories go to {cfg.experiment.output_dir} (the "
+                          "job's default output_dir: outputs/ would land in the job's temporary working directory; "
+                          "--output_dir ABSOLUTE_PATH chooses another)", markup=False, highlight=False, soft_wrap=True)
     for warning in cfg.warnings:
         err_console.print(f"[yellow]warning:[/] {warning}")
 
