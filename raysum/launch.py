@@ -213,6 +213,17 @@ def cluster_nodes() -> list[dict]:
     return [n["Resources"] for n in ray.nodes() if n.get("Alive")]
 
 
+def ray_summary() -> dict:
+    """Where this command's Ray work runs: the cluster's GCS address, whether it was joined
+    (else a local instance this process started), its alive nodes and their CPUs and GPUs."""
+    import ray
+
+    nodes = cluster_nodes()
+    return {"address": ray.get_runtime_context().gcs_address, "joined": _local_record is None,
+            "nodes": len(nodes), "cpus": sum(n.get("CPU", 0) for n in nodes),
+            "gpus": sum(n.get("GPU", 0) for n in nodes)}
+
+
 def concurrent_units(settings, cluster: dict, cap: int | None) -> int:
     """Units whose worker groups fit on the cluster at once (at least 1, at most `cap`)."""
     workers = settings.resources.num_workers

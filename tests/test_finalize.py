@@ -18,7 +18,7 @@ import pytest
 from raysum.cli import main
 from raysum.experiment import Experiment, layout
 
-from builders import MODELS, finished_experiment
+from builders import MODELS, finished_experiment, stage2_best_config as _stage2_best_config
 
 EXTRA = [{"num_beams": 1}, {"length_penalty": 1.4}]
 
@@ -122,21 +122,6 @@ def test_oof_and_dev_scores_are_the_choices_own(exp, capsys):
 
 
 # --------------------------------------------------------------------------- --config
-
-
-def _trials(rows: list[dict]) -> pd.DataFrame:
-    return pd.DataFrame([{"trial": i, **{f"param/{k}": v for k, v in row.items() if k not in ("oof", "dev")},
-                          "oof_competition_score": row["oof"], "dev_competition_score": row["dev"]}
-                         for i, row in enumerate(rows)])
-
-
-def _stage2_best_config(path: Path, rows: list[dict], run_name: str = "decoding_20260101_000000") -> Path:
-    """analysis/best_config.yaml as `raysum analyze` writes it for a search on ``path``'s candidates."""
-    from raysum.storage import write_text_atomic
-    from raysum.tune.analysis import best_config_yaml
-
-    text = best_config_yaml(_trials(rows), path / "tune" / run_name)
-    return write_text_atomic(path / "analysis" / "best_config.yaml", text)
 
 
 JOINT = [{"strategy": "voting", "weights.tiny-bart": 0.5, "weights.tiny-llama": 0.5, "decoding.tiny-bart": "d0",

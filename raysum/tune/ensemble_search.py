@@ -29,6 +29,7 @@ import pandas as pd
 
 from raysum.errors import RaysumError
 from raysum.experiment import Experiment, layout, write_json
+from raysum.launch import ray_summary
 from raysum.tune.space import SearchSpace, load_space, to_tune
 
 METRIC = "oof_competition_score"
@@ -202,6 +203,7 @@ def search_ensemble(experiment: str | Path, space_path: str | Path, *, trials: i
         "oof": final["oof"],
         "dev": final["dev"],
         "best_single": {"unit": unit, "oof": unit_oof, "dev": unit_dev},
+        "ray": ray_summary(),
         "timing": {"prepare_s": round(prepare_s, 2), "search_s": round(search_s, 2),
                    "trials_per_minute": round(len(results) / search_s * 60, 1)},
     }
