@@ -214,13 +214,14 @@ def _cmd_train(ns: argparse.Namespace) -> int:
             raise ConfigError(f"--resume continues {ns.resume} with the settings it was started with; "
                               f"drop {', '.join(search_flags)}")
         settings = {**given_settings(ns), **given_decoding_space(ns)}
+        ray_address = settings.pop("ray_address", None)  # where it runs, not what: a resume may move
         path = Path(ns.resume).resolve()
         if is_training_search(path):
             refuse_resume_settings(path, settings, ns.config, ns.set)
-            resume_training_search(path, console)
+            resume_training_search(path, console, ray_address=ray_address)
             return 0
         resume_experiment(path, settings, ns.config, ns.set, console=console, after=_write_report,
-                          retrain_changed=ns.retrain_changed, force=ns.force)
+                          retrain_changed=ns.retrain_changed, force=ns.force, ray_address=ray_address)
         return 0
     if ns.retrain_changed:
         raise ConfigError("--retrain_changed applies to --resume DIR (units of an existing experiment)")
@@ -402,7 +403,8 @@ def _cmd_tune(ns: argparse.Namespace) -> int:
 
     given = _given_tune_flags(ns)
     if ns.resume:
-        _refuse_flags(given, {"resume", "json"}, f"--resume continues {ns.resume} with the settings it was started "
+        _refuse_flags(given, {"resume", "json", "ray_address"}, f"--resume continues {ns.resume} with the settings "
+                      "it was started "
                                                  "with (DIR/tune/training_search.json)")
         return _cmd_resume_training_search(ns)
     if ns.space is None:
@@ -438,7 +440,8 @@ def _run_training_search(ns: argparse.Namespace, cfg) -> int:
 def _cmd_resume_training_search(ns: argparse.Namespace) -> int:
     from raysum.tune.training_search import resume_training_search
 
-    result = resume_training_search(ns.resume, console=None if ns.json else console)
+    result = resume_training_search(ns.resume, console=None if ns.json else console,
+                                    ray_address=getattr(ns, "ray_address", None))
     return _print_training_search(result, ns.json)
 
 

@@ -117,10 +117,11 @@ def refuse_resume_settings(path: Path, cli: dict, config_file: str | None, overr
 
 def resume_experiment(path: str | Path, cli: dict, config_file: str | None, overrides: list[str],
                       console: Console | None = None, after: AfterRun | None = None,
-                      retrain_changed: bool = False, force: bool = False) -> Path:
+                      retrain_changed: bool = False, force: bool = False, ray_address: str | None = None) -> Path:
     """Continue an experiment: finished units are reused, interrupted ones resume from a
     checkpoint; a unit whose recorded settings differ from config.json is refused (or, with
-    ``retrain_changed``, trained again). A submission it replaces is kept unless ``force``."""
+    ``retrain_changed``, trained again). A submission it replaces is kept unless ``force``.
+    ``ray_address``: the cluster to continue on (default: the experiment's ray_address)."""
     console = console or Console()
     path = Path(path).resolve()
     refuse_resume_settings(path, cli, config_file, overrides)
@@ -133,7 +134,7 @@ def resume_experiment(path: str | Path, cli: dict, config_file: str | None, over
         if retrained:
             console.print(f"training again (settings changed): {', '.join(retrained)}; their previous files "
                           f"are under {path / layout.REPLACED_DIR}")
-        init_ray(cfg.experiment.ray_address, cfg.experiment.num_cpus)
+        init_ray(ray_address or cfg.experiment.ray_address, cfg.experiment.num_cpus)
         nodes = cluster_nodes()
         check_resources(cfg.models, nodes)
         problems = ensemble_problems(cfg.experiment.ensemble_cpus, nodes)
