@@ -17,8 +17,10 @@ Everything is written under ``DIR/tune/``: Tune's storage (``DIR/tune/<run>/``) 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import sys
 import time
 from collections.abc import Mapping
 from datetime import datetime
@@ -241,7 +243,9 @@ def _run_tune(objective, param_space: dict, *, trials: int, seed: int, max_concu
     previous = os.environ.get(NO_TUNE_SIGINT_HANDLER)
     os.environ[NO_TUNE_SIGINT_HANDLER] = "1"
     try:
-        results = tuner.fit()
+        # Tune prints its run header to stdout even at verbose=0; stdout is for --json's object
+        with contextlib.redirect_stdout(sys.stderr):
+            results = tuner.fit()
     finally:
         if previous is None:
             os.environ.pop(NO_TUNE_SIGINT_HANDLER, None)
