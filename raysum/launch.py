@@ -8,6 +8,8 @@ for a busy cluster, so it is raised; an infeasible request cannot wait forever b
 :func:`check_resources` refuses it before launch. A trial of a training search is a Tune
 function that builds the same unit's ``TorchTrainer`` (Ray Train V2; ``Tuner(trainer)``
 is deprecated) with ``TuneReportCallback`` forwarding the unit's reports to Tune.
+The ensemble stage after the units (``raysum train``, ``raysum finalize``) is one Ray task
+with its own CPU request (:func:`ensemble_task`), so the driver stays light.
 
 Every command that starts Ray calls :func:`init_ray`: ``--ray_address`` (or
 ``RAY_ADDRESS``, as inside ``ray job submit``) joins a cluster, otherwise a local
@@ -211,6 +213,17 @@ def cluster_nodes() -> list[dict]:
     return [n["Resources"] for n in ray.nodes() if n.get("Alive")]
 
 
+def ray_summary() -> dict:
+    """Where this command's Ray work runs: the cluster's GCS address, whether it was joined
+    (else a local instance this process started), its alive nodes and their CPUs and GPUs."""
+    import ray
+
+    nodes = cluster_nodes()
+    return {"address": ray.get_runtime_context().gcs_address, "joined": _local_record is None,
+            "nodes": len(nodes), "cpus": sum(n.get("CPU", 0) for n in nodes),
+            "gpus": sum(n.get("GPU", 0) for n in nodes)}
+
+
 def concurrent_units(settings, cluster: dict, cap: int | None) -> int:
     """Units whose worker groups fit on the cluster at once (at least 1, at most `cap`)."""
     workers = settings.resources.num_workers
@@ -339,6 +352,82 @@ def predict_with_units(jobs: list[tuple[str, Path, object, int | None]], predict
     for _, ref in refs:
         ray.get(ref)
     return pd.concat([read_candidates(out, action="run raysum predict again") for out, _ in refs], ignore_index=True)
+
+
+# --------------------------------------------------------------------------- the ensemble stage
+
+# The default request's cap: Kiwi tokenizes with one thread per CPU of the task, while
+# pairwise ROUGE and the stacking fit run on one thread, so more CPUs mostly sit idle.
+ENSEMBLE_CPUS_MAX = 8
+
+
+def ensemble_cpus(requested: int | None, nodes: list[dict]) -> float:
+    """CPUs of the ensemble task: ``requested`` (ensemble_cpus), else sized to the
+    cluster's CPU pool: every CPU of its largest node, at most ENSEMBLE_CPUS_MAX (1 where
+    no node has a CPU yet, which an autoscaler adds). Never more than one node has, and
+    the driver holds no CPU, so the task cannot wait on the command that waits for it."""
+    if requested:
+        return float(requested)
+    largest = max((node.get("CPU", 0) for node in nodes), default=0)
+    if largest >= 1:
+        return float(min(ENSEMBLE_CPUS_MAX, int(largest)))
+    return largest or 1.0
+
+
+def ensemble_problems(requested: int | None, nodes: list[dict]) -> list[str]:
+    """ensemble_cpus that no node of the cluster offers (the task would wait forever)."""
+    if requested and not any(node.get("CPU", 0) >= requested for node in nodes):
+        return [f"ensemble_cpus {requested}: no node of the cluster has {requested} CPUs (cluster nodes: "
+                + "; ".join(_node_text(n) for n in nodes) + "); give fewer or leave it out (default: the "
+                f"CPUs of the largest node, at most {ENSEMBLE_CPUS_MAX})"]
+    return []
+
+
+def start_ensemble_ray(address: str | None, num_cpus: int | None, requested: int | None) -> float:
+    """Ray for a command whose ensemble stage runs as a task (``raysum finalize``): joined or
+    started, the task's CPUs sized and checked before any work. Returns the CPUs."""
+    init_ray(address, num_cpus)
+    nodes = cluster_nodes()
+    problems = ensemble_problems(requested, nodes)
+    if problems:
+        raise ConfigError(problems)
+    return ensemble_cpus(requested, nodes)
+
+
+def ensemble_task(request: dict) -> dict:
+    """The ensemble stage's Ray task: ``raysum.ensemble.ensemble_stage`` with Kiwi's
+    threads set to the task's CPUs; ``task`` in the result says where it ran and how long."""
+    import ray
+
+    from raysum.ensemble import ensemble_stage
+    from raysum.metrics import set_kiwi_threads
+
+    started = time.perf_counter()
+    set_kiwi_threads(max(1, int(request["cpus"])))
+    result = ensemble_stage(request["experiment"], request["strategies"], submit=request.get("submit"),
+                            weights=request.get("weights"), decodings=request.get("decodings"),
+                            seed=request.get("seed", 0))
+    context = ray.get_runtime_context() if ray.is_initialized() else None
+    result["task"] = {"node_id": context.get_node_id() if context else None, "pid": os.getpid(),
+                      "cpus": request["cpus"], "seconds": round(time.perf_counter() - started, 2)}
+    return result
+
+
+def run_ensemble(request: dict) -> dict:
+    """Run :func:`ensemble_task` on the cluster with ``request["cpus"]`` CPUs and wait for
+    its result; Ray must be started. A RaysumError of the task is raised as it is."""
+    import ray
+    from ray.exceptions import RayTaskError
+
+    task = ray.remote(ensemble_task).options(num_cpus=request["cpus"], name="ensemble")
+    try:
+        return ray.get(task.remote(request))
+    except RayTaskError as exc:
+        cause = exc.cause
+        if isinstance(cause, RaysumError):
+            raise cause from None
+        last = (str(cause).strip().splitlines() or [type(cause).__name__])[-1][:300]
+        raise RaysumError(f"the ensemble task failed ({type(cause).__name__}: {last})") from exc
 
 
 # --------------------------------------------------------------------------- training-search trials

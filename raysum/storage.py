@@ -41,6 +41,30 @@ def uri_problems(text: str, what: str) -> list[str]:
             f"{', '.join(s + '://' for s in REMOTE_SCHEMES)}"]
 
 
+# Set by Ray in the entrypoint of a `ray job submit` job (and the processes it starts),
+# which runs in a temporary copy of the working directory that goes with the job.
+RAY_JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
+# Experiments of a job that leaves output_dir at its default: on the node that runs the
+# job's driver (the head), outside the job's temporary working directory.
+JOB_OUTPUT_DIR = "~/raysum-outputs"
+
+
+def in_ray_job() -> bool:
+    import os
+
+    return RAY_JOB_ENV in os.environ
+
+
+def job_output_dir(storage_path: str | None) -> str:
+    """output_dir inside a Ray job when none is given: ``<storage_path>/outputs`` when
+    storage_path is an absolute filesystem path (storage every node mounts), else
+    ``~/raysum-outputs`` of the user running the job, made absolute."""
+    local = local_path(storage_path) if storage_path else None
+    if local is not None and local.is_absolute():
+        return str(local / "outputs")
+    return str(Path(JOB_OUTPUT_DIR).expanduser())
+
+
 # What a path flag must name: an existing file or directory, or where a new one can be made.
 PATH_KINDS = ("file", "dir", "new_file", "new_dir")
 

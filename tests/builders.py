@@ -100,3 +100,16 @@ def _extra_decodings(candidates: pd.DataFrame, frames: dict, settings: list[dict
         rows["decoding"] = f"d{number}"
         out.append(rows)
     return pd.concat(out, ignore_index=True)
+
+
+def stage2_best_config(path: Path, rows: list[dict], run_name: str = "decoding_20260101_000000") -> Path:
+    """analysis/best_config.yaml as `raysum analyze` writes it for a stage-2 search on
+    ``path``'s candidates whose trials are ``rows`` (params, ``oof`` and ``dev`` scores)."""
+    from raysum.storage import write_text_atomic
+    from raysum.tune.analysis import best_config_yaml
+
+    trials = pd.DataFrame([{"trial": i, **{f"param/{k}": v for k, v in row.items() if k not in ("oof", "dev")},
+                            "oof_competition_score": row["oof"], "dev_competition_score": row["dev"]}
+                           for i, row in enumerate(rows)])
+    text = best_config_yaml(trials, path / "tune" / run_name)
+    return write_text_atomic(path / "analysis" / "best_config.yaml", text)

@@ -1,6 +1,7 @@
 """raysum on a real multi-node Ray cluster on this machine: a head (0 CPUs) and two worker
 nodes (node_a, node_b: 1 CPU each), experiments submitted with `ray job submit`, one worker
-node killed while units run, and the cluster stopped without touching other Ray processes."""
+node killed while units run, a stage-2 search joining the cluster, finalize as a job, and
+the cluster stopped without touching other Ray processes."""
 
 from __future__ import annotations
 
@@ -20,9 +21,18 @@ from raysum.cluster import LocalCluster, down, stop_node, up
 from raysum.cluster.local import group_pids
 from raysum.training.callbacks import is_sealed
 
+from builders import finished_experiment, stage2_best_config
+
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).parent / "ray")
+RAYSUM = str(Path(sys.executable).parent / "raysum")
+EXTRA = [{"num_beams": 1}, {"length_penalty": 1.4}]  # decoding settings d1, d2 of a finished experiment
+BEST_TRIALS = [  # a stage-2 search's trials: the second is the best
+    {"strategy": "voting", "weights.tiny-bart": 0.5, "weights.tiny-llama": 0.5, "decoding.tiny-bart": "d0",
+     "decoding.tiny-llama": "d0", "oof": 50.0, "dev": 50.0},
+    {"strategy": "weighted_avg", "weights.tiny-bart": 0.2, "weights.tiny-llama": 0.9, "decoding.tiny-bart": "d2",
+     "decoding.tiny-llama": "d1", "oof": 60.0, "dev": 55.0}]
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +48,10 @@ def _client_env(cluster: LocalCluster) -> dict:
     return {**os.environ, **cluster.client_env()}
 
 
-def _submit(cluster: LocalCluster, args: list[str], wait: bool, submission_id: str) -> subprocess.CompletedProcess:
+def _submit(cluster: LocalCluster, args: list[str], wait: bool, submission_id: str,
+            raysum_command: str = "train") -> subprocess.CompletedProcess:
     command = [RAY, "job", "submit", "--submission-id", submission_id, "--working-dir", str(ROOT),
-               *([] if wait else ["--no-wait"]), "--", "raysum", "train", *args]
+               *([] if wait else ["--no-wait"]), "--", "raysum", raysum_command, *args]
     return subprocess.run(command, env=_client_env(cluster), capture_output=True, text=True, timeout=600)
 
 
@@ -143,6 +154,53 @@ def test_killed_worker_node_units_resume_on_the_survivor(cluster, small_data, tm
     assert [a["node_id"] for a in attempts] == [node_b.node_id, node_a.node_id]
     assert unit["node_id"] == node_a.node_id and unit["resumed_from_step"] >= checkpoint_step > 0
     assert (_experiment(out) / "submission.csv").is_file()
+
+
+def test_stage2_search_joins_the_cluster_at_ray_address(cluster, tmp_path):
+    """`raysum tune` on cached candidates (a decoding space searched jointly with the ensemble
+    space) from a shell on this machine with --ray_address: it joins the cluster instead of
+    starting a local Ray, and its trials run on the worker nodes (the head has no CPU)."""
+    path = finished_experiment(tmp_path / "20260101_000000_search", decoding_settings=EXTRA)
+    env = _client_env(cluster)
+    env.pop("RAY_ADDRESS")  # the flag alone names the cluster
+    done = subprocess.run([RAYSUM, "tune", "--space", str(ROOT / "search_spaces" / "decoding.yaml"),
+                           "--ensemble_space", str(ROOT / "search_spaces" / "ensemble.yaml"), "--experiment",
+                           str(path), "--ray_address", cluster.gcs_address, "--trials", "4", "--json"],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = json.loads(done.stdout)
+    ray_info = summary["ray"]
+    # Ray names the GCS by the machine's address, not the 127.0.0.1 the cluster was given: the port tells
+    assert ray_info.pop("address").rsplit(":", 1)[1] == cluster.gcs_address.rsplit(":", 1)[1]
+    assert ray_info == {"joined": True, "nodes": 3, "cpus": 2, "gpus": 0}
+    assert summary["trials"] == 4 and summary["errors"] == 0
+    assert (path / "tune" / "decoding_best.json").is_file()
+
+
+def test_finalize_as_a_job_runs_its_ensemble_on_a_worker(cluster, tmp_path):
+    """`ray job submit --working-dir <repo> -- raysum finalize DIR --config FILE`: the job's
+    driver runs on the head (0 CPUs) and the ensemble task on a worker node; the driver
+    writes the submission. A job needs no --output_dir (`raysum config show` as a job)."""
+    path = finished_experiment(tmp_path / "20260101_000000_final", decoding_settings=EXTRA)
+    best = stage2_best_config(path, BEST_TRIALS)
+    job = f"raysum-finalize-{uuid.uuid4().hex[:8]}"
+    result = _submit(cluster, [str(path), "--config", str(best)], wait=True, submission_id=job,
+                     raysum_command="finalize")
+    assert result.returncode == 0 and "succeeded" in result.stdout.lower(), result.stdout[-6000:] + result.stderr
+    submission = pd.read_csv(path / "submission.csv")
+    assert submission["fname"].tolist() == pd.read_parquet(path / "inputs" / "test.parquet")["fname"].tolist()
+    final = json.loads((path / "scores.json").read_text())["final"]
+    assert final["strategy"] == "weighted_avg" and final["from"]["strategy"].startswith(f"--config {best}")
+    assert {m: d["label"] for m, d in final["decodings"].items()} == {"tiny-bart": "d2", "tiny-llama": "d1"}
+    workers = {cluster.node("node_a").node_id, cluster.node("node_b").node_id}
+    assert final["ensemble_task"]["node_id"] in workers and final["ensemble_task"]["cpus"] == 1
+
+    shown = _submit(cluster, ["show", "--models", "tiny-bart"], wait=True,
+                    submission_id=f"raysum-show-{uuid.uuid4().hex[:8]}", raysum_command="config")
+    assert shown.returncode == 0, shown.stdout[-3000:] + shown.stderr
+    default = str(Path.home() / "raysum-outputs")
+    assert f'output_dir: "{default}"  # default inside a Ray job' in shown.stdout
+    assert "inside a Ray job, experiment directories go to" in shown.stdout
 
 
 def test_down_ends_only_its_own_nodes(cluster):

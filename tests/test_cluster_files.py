@@ -127,3 +127,59 @@ def test_rayignore_alone_keeps_outputs_out(tmp_path):
     create_package(str(tmp_path / "src"), tmp_path / "pkg.zip", include_gitignore=False, excludes=[])
     names = [n for n in zipfile.ZipFile(tmp_path / "pkg.zip").namelist() if not n.endswith("/")]
     assert sorted(names) == [".rayignore", "raysum/x.py"]
+
+
+# --------------------------------------------------------------------------- output_dir inside a Ray job
+
+
+def _config_show(capsys, *flags) -> tuple[int, dict | None, str]:
+    from raysum.cli import main
+
+    code = main(["config", "show", "--models", "tiny-bart", "--json", *flags])
+    captured = capsys.readouterr()
+    return code, json.loads(captured.out) if code == 0 else None, captured.err
+
+
+def test_a_job_without_output_dir_gets_an_absolute_default(monkeypatch, tmp_path, capsys):
+    """Inside a job (Ray sets RAY_JOB_CONFIG_JSON_ENV_VAR) output_dir's default is not the
+    job's temporary working directory: ~/raysum-outputs, or <storage_path>/outputs."""
+    from raysum.storage import RAY_JOB_ENV
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert _config_show(capsys)[1]["output_dir"] == {"value": "outputs", "source": "default"}  # not a job
+    monkeypatch.setenv(RAY_JOB_ENV, "{}")
+    code, shown, _ = _config_show(capsys)
+    assert code == 0 and shown["output_dir"] == {"value": str(tmp_path / "home" / "raysum-outputs"),
+                                                 "source": "default inside a Ray job"}
+    shared = tmp_path / "shared"
+    code, shown, _ = _config_show(capsys, "--storage_path", str(shared))
+    assert shown["output_dir"]["value"] == str(shared / "outputs")
+    code, shown, _ = _config_show(capsys, "--storage_path", "s3://bucket/raysum")  # not a path: the home default
+    assert shown["output_dir"]["value"] == str(tmp_path / "home" / "raysum-outputs")
+    code, shown, _ = _config_show(capsys, "--output_dir", str(tmp_path / "mine"))
+    assert shown["output_dir"] == {"value": str(tmp_path / "mine"), "source": "cli"}
+
+
+@pytest.mark.parametrize("flags, says", [
+    (["--output_dir", "outputs"], "output_dir 'outputs' is relative: inside a Ray job"),
+    (["--storage_path", "ray_runs"], "storage_path 'ray_runs' is relative: inside a Ray job"),
+])
+def test_a_job_refuses_an_explicit_relative_path(monkeypatch, capsys, flags, says):
+    from raysum.storage import RAY_JOB_ENV
+
+    monkeypatch.setenv(RAY_JOB_ENV, "{}")
+    code, _, err = _config_show(capsys, *flags)
+    assert code == 2 and says in err and "Traceback" not in err
+
+
+def test_train_in_a_job_says_where_experiments_go_before_any_work(monkeypatch, tmp_path, capsys):
+    from raysum.cli import main
+    from raysum.storage import RAY_JOB_ENV
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv(RAY_JOB_ENV, "{}")
+    code = main(["train", "--models", "tiny-bart", "--train_data", str(tmp_path / "missing.csv")])
+    err = capsys.readouterr().err
+    assert code != 0 and "missing.csv" in err  # stopped at the data, before Ray
+    assert f"inside a Ray job, experiment directories go to {tmp_path / 'home' / 'raysum-outputs'}" in err
+    assert not (tmp_path / "home" / "raysum-outputs").exists()

@@ -1,13 +1,15 @@
-"""`raysum finalize DIR`: the final submission from cached candidates (issue 15, sections 1
-and 4). The fast tests run the real command line on a fake finished experiment
-(tests/builders.py) and recompute every ensemble independently from candidates.parquet;
-the slow one trains tiny units once and lets finalize generate a decoding setting test
-lacks with the saved units."""
+"""`raysum finalize DIR`: the final submission from cached candidates. The fast tests run
+the real command line on a fake finished experiment (tests/builders.py) and recompute
+every ensemble independently from candidates.parquet, with the ensemble task's body run in
+the test's process; the slow one trains tiny units once, lets finalize generate a
+decoding setting test lacks with the saved units and runs the ensemble as the Ray task
+(tests/test_cluster.py runs it on a multi-node cluster)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -16,9 +18,21 @@ import pytest
 from raysum.cli import main
 from raysum.experiment import Experiment, layout
 
-from builders import MODELS, finished_experiment
+from builders import MODELS, finished_experiment, stage2_best_config as _stage2_best_config
 
 EXTRA = [{"num_beams": 1}, {"length_penalty": 1.4}]
+
+
+@pytest.fixture(autouse=True)
+def _ensemble_task_in_this_process(request, monkeypatch):
+    """Fast tests: the ensemble task's body (raysum.launch.ensemble_task) runs here, without
+    starting Ray (about 10 s a command on 2 cores), with the CPUs asked for (default 1)."""
+    if request.node.get_closest_marker("slow") is not None:
+        return
+    import raysum.launch
+
+    monkeypatch.setattr(raysum.launch, "start_ensemble_ray", lambda address, num_cpus, requested: float(requested or 1))
+    monkeypatch.setattr(raysum.launch, "run_ensemble", raysum.launch.ensemble_task)
 
 
 @pytest.fixture
@@ -108,21 +122,6 @@ def test_oof_and_dev_scores_are_the_choices_own(exp, capsys):
 
 
 # --------------------------------------------------------------------------- --config
-
-
-def _trials(rows: list[dict]) -> pd.DataFrame:
-    return pd.DataFrame([{"trial": i, **{f"param/{k}": v for k, v in row.items() if k not in ("oof", "dev")},
-                          "oof_competition_score": row["oof"], "dev_competition_score": row["dev"]}
-                         for i, row in enumerate(rows)])
-
-
-def _stage2_best_config(path: Path, rows: list[dict], run_name: str = "decoding_20260101_000000") -> Path:
-    """analysis/best_config.yaml as `raysum analyze` writes it for a search on ``path``'s candidates."""
-    from raysum.storage import write_text_atomic
-    from raysum.tune.analysis import best_config_yaml
-
-    text = best_config_yaml(_trials(rows), path / "tune" / run_name)
-    return write_text_atomic(path / "analysis" / "best_config.yaml", text)
 
 
 JOINT = [{"strategy": "voting", "weights.tiny-bart": 0.5, "weights.tiny-llama": 0.5, "decoding.tiny-bart": "d0",
@@ -256,6 +255,34 @@ def test_bad_choices_are_one_clean_error(exp, capsys, args, says):
     assert _hashes(exp) == before
 
 
+def test_the_ensemble_task_gets_its_cpus_and_says_where_it_ran(exp, capsys):
+    """--ensemble_cpus reaches the task (whose Kiwi then uses that many threads); scores.json
+    records the task; a bad count is a usage error before any work."""
+    from raysum.metrics import _tokenize
+
+    assert _run(capsys, "finalize", exp, "--ensemble_cpus", "3")[0] == 0
+    task = json.loads((exp / "scores.json").read_text())["final"]["ensemble_task"]
+    assert task["cpus"] == 3 and task["seconds"] >= 0 and _tokenize._kiwi_threads == 3
+    _tokenize.set_kiwi_threads(None)
+    before = _hashes(exp)
+    code, _, err = _run(capsys, "finalize", exp, "--ensemble_cpus", "0")
+    assert code == 2 and "--ensemble_cpus" in err and _hashes(exp) == before
+
+
+def test_ensemble_cpus_default_is_sized_to_the_cluster_and_never_infeasible():
+    from raysum.launch import ENSEMBLE_CPUS_MAX, ensemble_cpus, ensemble_problems
+
+    head, small, big = {"CPU": 0.0}, {"CPU": 1.0, "node_a": 1.0}, {"CPU": 64.0, "GPU": 8.0}
+    assert ensemble_cpus(None, [head, small, small]) == 1  # a 0-CPU head, 1-CPU workers
+    assert ensemble_cpus(None, [{"CPU": 2.0}]) == 2  # a local instance on 2 cores
+    assert ensemble_cpus(None, [head, big]) == ENSEMBLE_CPUS_MAX
+    assert ensemble_cpus(None, [head]) == 1  # no worker yet: an autoscaler adds one
+    assert ensemble_cpus(4, [head, big]) == 4
+    assert ensemble_problems(None, [head]) == [] and ensemble_problems(64, [head, big]) == []
+    (problem,) = ensemble_problems(3, [head, small, small])
+    assert "ensemble_cpus 3: no node of the cluster has 3 CPUs" in problem and "1 CPU" in problem
+
+
 # --------------------------------------------------------------------------- section 4: test per decoding
 
 
@@ -355,7 +382,13 @@ def test_finalize_generates_a_decoding_test_lacks_with_the_saved_units(tmp_path,
     assert regenerated["text"].tolist() == original["text"].tolist()  # what training generated, again
     assert not exp.finalize_dir.exists()
     pd.testing.assert_frame_equal(_submission(path), _expected_from(path, {"tiny-bart": "d1"}, seed=7))
-    assert json.loads(exp.scores_file.read_text())["final"]["generated"] == [
+    final = json.loads(exp.scores_file.read_text())["final"]
+    # the ensemble ran as a Ray task in a worker process, with the local instance's 2 CPUs
+    assert final["ensemble_task"]["node_id"] and final["ensemble_task"]["pid"] != os.getpid()
+    assert final["ensemble_task"]["cpus"] == 2
+    train_task = json.loads(exp.scores_file.read_text())["ensemble_task"]  # raysum train's ensemble too
+    assert train_task["node_id"] and train_task["pid"] != os.getpid()
+    assert final["generated"] == [
         "tiny-bart/fold0 d1: 24 of 24 test dialogues", "tiny-bart/fold1 d1: 24 of 24 test dialogues"]
 
 

@@ -135,3 +135,25 @@ def test_a_second_command_writing_the_experiment_is_refused(tmp_path, capsys):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_resume_may_move_to_another_cluster_but_keeps_every_other_setting(tmp_path, monkeypatch, capsys):
+    """--ray_address says where a resume runs, not what it trains: it is accepted and reaches
+    Ray's start; any other setting given with --resume is still refused."""
+    import raysum.pipeline._run as run_module
+    from raysum.cli import main
+    from raysum.errors import RaysumError
+
+    path, cfg = _experiment(tmp_path)
+    Experiment(path).write_config(cfg)
+    calls = []
+
+    def stop(address=None, num_cpus=None):
+        calls.append(address)
+        raise RaysumError("stopped before Ray started")
+
+    monkeypatch.setattr(run_module, "init_ray", stop)
+    assert main(["train", "--resume", str(path), "--ray_address", "10.1.2.3:6379"]) != 0
+    assert "stopped before Ray started" in capsys.readouterr().err and calls == ["10.1.2.3:6379"]
+    assert main(["train", "--resume", str(path), "--ray_address", "10.1.2.3:6379", "--epochs", "2"]) == 2
+    assert "drop --epochs" in capsys.readouterr().err and len(calls) == 1

@@ -31,8 +31,10 @@ from raysum.config.schema import (
     model_settings_from_dict,
 )
 from raysum.errors import ConfigError
+from raysum.storage import in_ray_job, job_output_dir
 
 DEFAULT = "default"
+JOB_DEFAULT = "default inside a Ray job"  # output_dir's, see raysum.storage.job_output_dir
 CLI = "cli"
 
 # Nested blocks of ModelSettings that are dataclasses themselves (null allowed for lora).
@@ -465,6 +467,10 @@ def resolve(
     layers.apply_mapping(exp_data, exp_source, exp_blocks)
     layers.apply_mapping({**cli, **set_globals}, CLI, set_blocks)
 
+    if "output_dir" not in layers.sources and in_ray_job():
+        # the default "outputs" would land in the job's temporary working directory
+        layers.globals["output_dir"] = job_output_dir(layers.globals.get("storage_path"))
+        layers.sources["output_dir"] = JOB_DEFAULT
     models = layers.build_models()
     globals_nested: dict = {}
     for key, value in layers.globals.items():

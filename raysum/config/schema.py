@@ -241,6 +241,9 @@ class ExperimentConfig:
                                      "(RAY_ADDRESS, as set inside `ray job submit`, does the same)", None)
     num_cpus: Optional[int] = doc("logical CPUs of the local Ray instance (default: enough for the units)", None,
                                   at_least=1)
+    ensemble_cpus: Optional[int] = doc(
+        "CPUs of the ensemble task (tokenizing, pairwise ROUGE, stacking fit, selection), which Ray places on a "
+        "node that has them free; default: every CPU of the cluster's largest node, at most 8", None, at_least=1)
 
 
 def field_bounds(cls) -> dict[str, Bounds]:

@@ -118,14 +118,16 @@ def config_problems(cfg: ResolvedConfig) -> tuple[list[str], list[str]]:
 def _storage_problems(exp) -> list[str]:
     """Where the experiment lives: a filesystem path (every node of a cluster reads and writes
     it), never a job's temporary working directory; Ray Train's storage may be a URI."""
-    import os
-
-    from raysum.storage import local_path, path_problems, scheme, uri_problems
+    from raysum.storage import JOB_OUTPUT_DIR, in_ray_job, local_path, path_problems, scheme, uri_problems
 
     out = []
     if exp.storage_path:
         out += uri_problems(exp.storage_path, "storage_path") or path_problems(exp.storage_path, "storage_path",
                                                                                 "new_dir")
+        storage = local_path(exp.storage_path)
+        if in_ray_job() and storage is not None and not storage.is_absolute():
+            out.append(f"storage_path {exp.storage_path!r} is relative: inside a Ray job it would land in the job's "
+                       "temporary copy of the working directory; give an absolute path on shared storage or a URI")
     for key in ("train_data", "dev_data", "test_data"):
         if getattr(exp, key) and scheme(getattr(exp, key)) != "hf":  # hf://: raysum.data checks it
             out += uri_problems(getattr(exp, key), key)  # existence: checked where the data is loaded
@@ -135,9 +137,10 @@ def _storage_problems(exp) -> list[str]:
         out.append(f"output_dir {exp.output_dir!r}: the experiment directory must be a filesystem path or file:// "
                    "URI (on a cluster, a mount every node shares: NFS, EFS, Filestore, a gcsfuse/s3 mount); "
                    "a cloud URI is accepted for --storage_path, where Ray Train keeps the units' checkpoints")
-    elif "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ and not output.is_absolute():
+    elif in_ray_job() and not output.is_absolute():
         out.append(f"output_dir {exp.output_dir!r} is relative: inside a Ray job it would land in the job's "
-                   "temporary copy of the working directory; give an absolute path on shared storage")
+                   "temporary copy of the working directory; give an absolute path on shared storage, or leave "
+                   f"output_dir out (a job's default: --storage_path/outputs, else {JOB_OUTPUT_DIR})")
     return out
 
 

@@ -21,6 +21,7 @@ from raysum.ensemble._evaluate import (
 from raysum.ensemble._features import FEATURE_DOCS, candidate_features
 from raysum.ensemble._prepare import Prepared, prepare, subset
 from raysum.ensemble._registry import ALIASES, STRATEGIES, Choice, canonical, config_problems, register_strategy, run_strategy
+from raysum.ensemble._stage import chosen_decodings, ensemble_stage
 
 register_strategy("voting", voting)
 register_strategy("weighted_avg", weighted_avg)
@@ -37,7 +38,9 @@ __all__ = [
     "candidate_features",
     "canonical",
     "chosen_by",
+    "chosen_decodings",
     "config_problems",
+    "ensemble_stage",
     "evaluate",
     "prepare",
     "register_strategy",

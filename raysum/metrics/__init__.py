@@ -19,6 +19,7 @@ from raysum.metrics._tokenize import (
     TOKENIZERS,
     KoreanTokenizer,
     clear_cache,
+    set_kiwi_threads,
     tokenize,
     tokenize_many,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "TAG_PATTERN",
     "TOKENIZERS",
     "KoreanTokenizer",
+    "set_kiwi_threads",
     "clear_cache",
     "pairwise_rouge_f1",
     "rouge_f1",

@@ -29,6 +29,16 @@ CACHE_SIZE = 200_000
 _cache: dict[str, tuple[str, ...]] = {}
 _kiwi_lock = threading.Lock()
 _kiwi_instance = None
+_kiwi_threads: int | None = None  # None: Kiwi's own choice, one thread per core
+
+
+def set_kiwi_threads(threads: int | None) -> None:
+    """Kiwi's analysis threads in this process from now on (a task holding N CPUs of a
+    larger node uses N, not every core); a Kiwi built with another count is rebuilt on use."""
+    global _kiwi_instance, _kiwi_threads
+    with _kiwi_lock:
+        if threads != _kiwi_threads:
+            _kiwi_threads, _kiwi_instance = threads, None
 
 
 def check_tokenizer(tokenizer: str) -> str:
@@ -46,7 +56,7 @@ def _kiwi():
             if _kiwi_instance is None:
                 from kiwipiepy import Kiwi
 
-                kiwi = Kiwi()
+                kiwi = Kiwi(num_workers=_kiwi_threads)
                 kiwi.tokenize("")  # Kiwi defers loading its model to the first call
                 _kiwi_instance = kiwi
     return _kiwi_instance

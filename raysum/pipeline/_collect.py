@@ -1,6 +1,8 @@
 """After the units: the candidates table, Korean ROUGE per unit and model, the submission.
 
-Scoring happens here, in the driver (kiwipiepy is not needed on GPU workers).
+Per-unit scoring happens in the driver (kiwipiepy is not needed on GPU workers); the
+ensembles, the heavy part, run as the ensemble task (``raysum.launch.ensemble_task``) with
+their own CPUs, and the driver writes what the task returns.
 """
 
 from __future__ import annotations
@@ -130,38 +132,38 @@ def ensemble_weights(cfg: ResolvedConfig) -> dict[str, float] | None:
 
 
 def run_ensembles(path: Path, cfg: ResolvedConfig, candidates: pd.DataFrame, scores: dict,
-                  strategies: list[str] | None = None) -> pd.DataFrame:
+                  strategies: list[str] | None = None, *, on_ray: bool = True) -> pd.DataFrame | None:
     """Every ensemble strategy evaluated on OOF and dev next to the best single unit (into
     scores.json), on the candidates of the models' own decoding settings (d0); returns the
-    selections of the configured strategy."""
-    from raysum.ensemble import STRATEGIES, canonical, evaluate, prepare
+    test selections of the configured strategy. ``on_ray``: as the ensemble task, with
+    its own CPUs (Ray started); else in this process (``raysum ensemble``, one strategy)."""
+    from raysum.ensemble import STRATEGIES, canonical, ensemble_stage
+    from raysum.launch import cluster_nodes, ensemble_cpus, run_ensemble
 
-    exp = Experiment(path)
-    candidates = default_decoding(candidates)
-    refs = exp.references()
-    references = {"oof": refs["oof"], "dev": refs["dev"]}
-    has_oof = (candidates["split"] == "oof").any()
+    has_oof = (default_decoding(candidates)["split"] == "oof").any()
     chosen = canonical(cfg.experiment.ensemble_strategy)
     strategies = strategies or [s for s in STRATEGIES if has_oof or s != "stacking"]
-    prepared = prepare(candidates, exp.dialogues())
-    ensembles, selections = scores.setdefault("ensembles", {}), None
-    for strategy in strategies:
-        weights = ensemble_weights(cfg) if strategy == "weighted_avg" else None
-        result = evaluate(prepared, strategy, weights=weights, references_by_split=references, seed=cfg.experiment.seed)
-        ensembles[strategy] = {k: v for k, v in result.items() if k not in ("selections", "strategy")}
-        if weights:
-            ensembles[strategy]["weights"] = weights
-        if strategy == chosen:
-            selections = result["selections"]
+    request = {"experiment": str(path), "strategies": strategies, "submit": chosen,
+               "weights": ensemble_weights(cfg), "seed": cfg.experiment.seed}
+    if on_ray:
+        result = run_ensemble({**request, "cpus": ensemble_cpus(cfg.experiment.ensemble_cpus, cluster_nodes())})
+        scores["ensemble_task"] = result["task"]
+    else:
+        result = ensemble_stage(path, strategies, submit=chosen, weights=request["weights"], seed=request["seed"])
+    ensembles = scores.setdefault("ensembles", {})
+    for strategy, entry in result["ensembles"].items():
+        ensembles[strategy] = entry
+        if strategy == "weighted_avg" and request["weights"]:
+            entry["weights"] = request["weights"]
     scores["ensemble_strategy"] = chosen
-    exp.write_scores(scores)
-    return selections
+    Experiment(path).write_scores(scores)
+    return result["test"]
 
 
 def write_submission(path: Path, cfg: ResolvedConfig, candidates: pd.DataFrame, scores: dict,
                      force: bool = False) -> tuple[str, Path | None]:
-    """submission.csv from the configured ensemble's test selections: why it was chosen, and
-    where a previous, different submission was kept (None: none, or ``force``)."""
+    """submission.csv from the configured ensemble's test selections (the ensemble task): why
+    it was chosen, and where a previous, different submission was kept (None: none, or ``force``)."""
     from raysum.ensemble import CHOSEN_BY_TEXT, chosen_by
 
     exp = Experiment(path)

@@ -18,7 +18,9 @@ from raysum.config.resolve import ResolvedConfig
 from raysum.errors import ConfigError, RaysumError
 from raysum.experiment import Experiment, layout
 from raysum.experiment.lock import ExperimentLock
-from raysum.launch import check_resources, cluster_nodes, fixed_capacity, init_ray, launch_unit, unit_demand
+from raysum.launch import (
+    check_resources, cluster_nodes, ensemble_problems, fixed_capacity, init_ray, launch_unit, unit_demand,
+)
 from raysum.pipeline._collect import collect_candidates, run_ensembles, score_experiment, write_submission
 from raysum.pipeline._experiment import (
     Unit,
@@ -77,7 +79,7 @@ def start_experiment(cfg: ResolvedConfig, command_line: list[str] | None, consol
     init_ray(cfg.experiment.ray_address, cfg.experiment.num_cpus)
     nodes = cluster_nodes()
     check_resources(cfg.models, nodes)
-    problems = _gpu_problems(cfg, nodes)
+    problems = _gpu_problems(cfg, nodes) + ensemble_problems(cfg.experiment.ensemble_cpus, nodes)
     if problems:
         raise ConfigError(problems)
     path = create_experiment_dir(cfg)
@@ -115,10 +117,11 @@ def refuse_resume_settings(path: Path, cli: dict, config_file: str | None, overr
 
 def resume_experiment(path: str | Path, cli: dict, config_file: str | None, overrides: list[str],
                       console: Console | None = None, after: AfterRun | None = None,
-                      retrain_changed: bool = False, force: bool = False) -> Path:
+                      retrain_changed: bool = False, force: bool = False, ray_address: str | None = None) -> Path:
     """Continue an experiment: finished units are reused, interrupted ones resume from a
     checkpoint; a unit whose recorded settings differ from config.json is refused (or, with
-    ``retrain_changed``, trained again). A submission it replaces is kept unless ``force``."""
+    ``retrain_changed``, trained again). A submission it replaces is kept unless ``force``.
+    ``ray_address``: the cluster to continue on (default: the experiment's ray_address)."""
     console = console or Console()
     path = Path(path).resolve()
     refuse_resume_settings(path, cli, config_file, overrides)
@@ -131,8 +134,12 @@ def resume_experiment(path: str | Path, cli: dict, config_file: str | None, over
         if retrained:
             console.print(f"training again (settings changed): {', '.join(retrained)}; their previous files "
                           f"are under {path / layout.REPLACED_DIR}")
-        init_ray(cfg.experiment.ray_address, cfg.experiment.num_cpus)
-        check_resources(cfg.models, cluster_nodes())
+        init_ray(ray_address or cfg.experiment.ray_address, cfg.experiment.num_cpus)
+        nodes = cluster_nodes()
+        check_resources(cfg.models, nodes)
+        problems = ensemble_problems(cfg.experiment.ensemble_cpus, nodes)
+        if problems:
+            raise ConfigError(problems)
         console.print(f"resuming [bold]{path}[/]")
         _run_units(path, cfg, console, after, force=force)
     return path
@@ -251,7 +258,7 @@ def _ensemble(path: Path, strategy: str, weights: list[float] | None) -> dict:
     if canonical == "stacking" and not (candidates["split"] == "oof").any():
         raise ConfigError("stacking learns from out-of-fold candidates; this experiment has none (no folds)")
     keep = scores.get("ensemble_strategy")
-    run_ensembles(path, cfg, candidates, scores, strategies=[canonical])
+    run_ensembles(path, cfg, candidates, scores, strategies=[canonical], on_ray=False)
     scores["ensemble_strategy"] = keep  # the submission's strategy does not change
     exp.write_scores(scores)
     result = scores["ensembles"][canonical]

@@ -34,6 +34,7 @@ import pandas as pd
 
 from raysum.errors import ConfigError, RaysumError
 from raysum.experiment import Experiment, layout, write_json
+from raysum.launch import ray_summary
 from raysum.tune.ensemble_search import (
     METRIC,
     SPLITS,
@@ -223,6 +224,7 @@ def search_decoding(experiment: str | Path, space_path: str | Path, *, ensemble_
         "dev": final["dev"],
         "own_decoding": None if baseline is None else {"oof": baseline["oof"], "dev": baseline["dev"]},
         "best_single": {"unit": unit, "oof": unit_oof, "dev": unit_dev},
+        "ray": ray_summary(),
         "timing": {"prepare_s": round(prepare_s, 2), "search_s": round(search_s, 2),
                    "trials_per_minute": round(len(results) / search_s * 60, 1)},
     }

@@ -17,8 +17,10 @@ Everything is written under ``DIR/tune/``: Tune's storage (``DIR/tune/<run>/``) 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import sys
 import time
 from collections.abc import Mapping
 from datetime import datetime
@@ -29,6 +31,7 @@ import pandas as pd
 
 from raysum.errors import RaysumError
 from raysum.experiment import Experiment, layout, write_json
+from raysum.launch import ray_summary
 from raysum.tune.space import SearchSpace, load_space, to_tune
 
 METRIC = "oof_competition_score"
@@ -202,6 +205,7 @@ def search_ensemble(experiment: str | Path, space_path: str | Path, *, trials: i
         "oof": final["oof"],
         "dev": final["dev"],
         "best_single": {"unit": unit, "oof": unit_oof, "dev": unit_dev},
+        "ray": ray_summary(),
         "timing": {"prepare_s": round(prepare_s, 2), "search_s": round(search_s, 2),
                    "trials_per_minute": round(len(results) / search_s * 60, 1)},
     }
@@ -239,7 +243,9 @@ def _run_tune(objective, param_space: dict, *, trials: int, seed: int, max_concu
     previous = os.environ.get(NO_TUNE_SIGINT_HANDLER)
     os.environ[NO_TUNE_SIGINT_HANDLER] = "1"
     try:
-        results = tuner.fit()
+        # Tune prints its run header to stdout even at verbose=0; stdout is for --json's object
+        with contextlib.redirect_stdout(sys.stderr):
+            results = tuner.fit()
     finally:
         if previous is None:
             os.environ.pop(NO_TUNE_SIGINT_HANDLER, None)

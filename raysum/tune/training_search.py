@@ -213,15 +213,16 @@ def search_training(cfg, space_path: str | Path, *, trials: int, scheduler: str 
         return _run_search(path, cfg, request, console)
 
 
-def resume_training_search(path: str | Path, console=None) -> dict:
-    """Continue an interrupted search: finished trials are kept, unfinished and errored ones run again."""
+def resume_training_search(path: str | Path, console=None, ray_address: str | None = None) -> dict:
+    """Continue an interrupted search: finished trials are kept, unfinished and errored ones run
+    again; on the cluster at ``ray_address`` (default: the search's own ray_address)."""
     from raysum.launch import check_resources, cluster_nodes, init_ray
 
     path = Path(path).resolve()
     with ExperimentLock(path, "tune --resume", resume=f"raysum tune --resume {path}"):
         request = read_request(path)
         cfg = Experiment(path).resolved()
-        init_ray(cfg.experiment.ray_address, cfg.experiment.num_cpus)
+        init_ray(ray_address or cfg.experiment.ray_address, cfg.experiment.num_cpus)
         check_resources(cfg.models, cluster_nodes())
         if console:
             console.print(f"resuming the training search [bold]{path}[/]")
