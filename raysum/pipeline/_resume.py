@@ -6,7 +6,7 @@ A unit's settings are its model's settings (less the few that change neither wha
 learns nor what it generates) and the training seed. Changed unit settings are an error
 listing every difference; ``--retrain_changed`` retrains exactly those units, and keeps
 their previous files under ``DIR/replaced/<time>/``. Changed input settings (data,
-sampling, folds, augmentation, TTA) cannot be honoured by a resume: the inputs were
+sampling, evaluation sample, folds, augmentation, TTA) cannot be honoured by a resume: the inputs were
 written when the experiment was created.
 """
 
@@ -29,7 +29,9 @@ NOT_SHAPING = ("name", "trust_remote_code", "generation_batch_size", "resources.
 # Global settings the experiment's inputs (data, sample, folds, variants) were written from.
 INPUT_SETTINGS = ("mode", "k_folds", "fold_seed", "max_train_samples", "train_data", "dev_data", "test_data",
                   "use_augmentation", "augmentation_methods", "augmentation_ratio", "augmentation_translators",
-                  "use_tta", "tta_strategies", "tta_num_aug")
+                  "use_tta", "tta_strategies", "tta_num_aug", "max_eval_samples")
+# An input setting added since an experiment was written: the value that experiment ran with.
+INPUT_DEFAULTS = {"max_eval_samples": None}
 
 
 def _flat(data: dict, prefix: str = "") -> dict:
@@ -72,7 +74,7 @@ def check_resume(path: Path, cfg: ResolvedConfig, units: list, retrain_changed: 
     exp = Experiment(path)
     recorded_inputs = exp.run_info().get("inputs")
     if recorded_inputs is not None:
-        changed = _differences(recorded_inputs, input_settings(cfg))
+        changed = _differences(recorded_inputs, input_settings(cfg), INPUT_DEFAULTS)
         if changed:
             raise ConfigError([f"{path / layout.CONFIG_JSON} changed settings the experiment's inputs were written "
                                "from; a resume cannot apply them (start a new experiment with raysum train "
