@@ -25,6 +25,7 @@ from raysum.pipeline._resume import check_resume
 from builders import finished_experiment
 
 MODELS = ["tiny-bart", "tiny-llama"]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _cfg(tmp_path: Path, **settings):
@@ -116,6 +117,10 @@ def test_ensembles_on_a_capped_experiment(tmp_path, capsys):
     assert set(scores["ensembles"]) == {"voting", "weighted_avg"}  # stacking left out, not failed
     assert main(["ensemble", "--experiment", str(path), "--strategy", "stacking"]) == 2
     assert "stacking needs at least 50 out-of-fold dialogues; max_eval_samples=4 left 8" in capsys.readouterr().err
+    for command in (["finalize", str(path), "--strategy", "stacking"],
+                    ["tune", "--space", str(ROOT / "search_spaces" / "ensemble.yaml"), "--experiment", str(path)]):
+        assert main(command) == 2
+        assert "stacking needs at least 50 out-of-fold dialogues" in capsys.readouterr().err
 
 
 @pytest.mark.slow
