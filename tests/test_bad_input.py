@@ -205,6 +205,13 @@ CASES = {
                                     _rows("train").loc[5, "fname"], "overlap"),
     "k_folds above the rows": Case(TRAIN[:-2] + ["--mode", "kfold", "--k_folds", "5", "--max_train_samples", "3"],
                                    2, "k_folds=5 is more than the 3 training dialogue(s)"),
+    "pretrained model on the bundled sample": Case(["train", "--models", "kobart", "--output_dir", "{out}"], 2,
+                                                   "or --allow_sample_data (allow_sample_data: true)"),
+    "max_eval_samples 0": Case(TRAIN + ["--max_eval_samples", "0"], 2, "max_eval_samples must be >= 1, got 0"),
+    "stacking on a too small evaluation sample": Case(
+        TRAIN[:-2] + ["--mode", "full", "--k_folds", "2", "--max_train_samples", "200", "--ensemble_strategy",
+                      "stacking", "--max_eval_samples", "10"], 2,
+        "leaves stacking 20 out-of-fold dialogues (2 folds); its meta-model needs at least 50"),
     "score without summary column": Case(["score", "--predictions", "{bad}", "--references", "{test}"], 2,
                                          "summary", "no_summary_pred"),
     "binary data file": Case(["data", "check", "{bad}"], 2, "bad.csv", "binary"),

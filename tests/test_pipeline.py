@@ -215,7 +215,7 @@ def test_real_presets_offline_without_weights_fail_before_training(tmp_path, mon
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     out = tmp_path / "out"
     rc = main(["train", "--mode", "full", "--models", "kobart", "llama-3.2-korean-3b", "qwen3-4b", "--epochs", "2",
-               "--k_folds", "2", "--output_dir", str(out)])
+               "--k_folds", "2", "--allow_sample_data", "--output_dir", str(out)])
     err = capsys.readouterr().err
     assert rc == 2
     for checkpoint in ("digit82/kobart-summarization", "beomi/Llama-3.2-Korean-3B-Instruct",

@@ -68,6 +68,19 @@ class ResolvedConfig:
         out["models"] = models
         return out
 
+    def changed_from_preset(self, name: str) -> list[tuple[str, Any, Any, str]]:
+        """Model ``name``'s settings the experiment file or the command line set to a value
+        other than its preset's: (setting, value, preset value, source)."""
+        from raysum.config.presets import load_preset
+
+        preset = _flatten(_model_dict(load_preset(self.files.get(name, name))))
+        out = []
+        for key, value in _flatten(_model_dict(self.models[name])).items():
+            source = self.sources.get(f"models.{name}.{key}", DEFAULT)
+            if source != DEFAULT and not source.startswith("preset:") and preset.get(key) != value:
+                out.append((key, value, preset.get(key), source))
+        return out
+
     def plain(self) -> dict:
         """Values only, in the shape `--config` accepts (models as a mapping)."""
         out = _global_dict(self.experiment)

@@ -209,6 +209,9 @@ class ExperimentConfig:
     tta_num_aug: int = doc("variants per TTA strategy", 1, at_least=1, at_most=100)
     max_train_samples: Optional[int] = doc("seeded random sample of the training data (null = all)", None,
                                            at_least=1)
+    max_eval_samples: Optional[int] = doc(
+        "generate and score at most this many dialogues of each unit's out-of-fold part and of dev: a sample "
+        "seeded by seed, the same for every unit of a fold; test is never capped (null = all)", None, at_least=1)
     save_visualizations: bool = doc(
         "write plots into the experiment's plots/ folder and embed them in report.md "
         "(report.md itself is always written; `raysum report DIR` writes plots for any experiment)", False)
@@ -237,6 +240,9 @@ class ExperimentConfig:
     data_columns: list[str] = doc(
         "the data's columns for fname, dialogue, summary, topic where the names differ, e.g. fname=id "
         "summary=summary1,summary2,summary3", default_factory=list)
+    allow_sample_data: bool = doc(
+        "train models loaded from pretrained weights (checkpoint) although train, dev or test is the bundled "
+        "synthetic sample (models built from a config, the tiny-* presets, are always allowed on it)", False)
     ray_address: Optional[str] = doc("attach to a Ray cluster (auto or host:port) instead of starting one "
                                      "(RAY_ADDRESS, as set inside `ray job submit`, does the same)", None)
     num_cpus: Optional[int] = doc("logical CPUs of the local Ray instance (default: enough for the units)", None,

@@ -115,6 +115,30 @@ def config_problems(cfg: ResolvedConfig) -> tuple[list[str], list[str]]:
     return problems, warnings
 
 
+DATA_FLAGS = ("train_data", "dev_data", "test_data")
+
+
+def sample_data_problems(cfg: ResolvedConfig) -> list[str]:
+    """A model loaded from pretrained weights trained or scored on the bundled synthetic sample
+    (a split without its --<split>_data flag) is refused unless allow_sample_data: those runs
+    take hours on a GPU and say nothing about real data. Models built from a config (the
+    tiny-* presets of the demo and the tests) are always allowed."""
+    exp = cfg.experiment
+    bundled = [key for key in DATA_FLAGS if not getattr(exp, key)]
+    real = [name for name, m in cfg.models.items() if m.from_config is None]
+    if exp.allow_sample_data or not bundled or not real:
+        return []
+    splits = _and([key.split("_")[0] for key in bundled])
+    return [f"{'models' if len(real) > 1 else 'model'} {_and(real)} load{'' if len(real) > 1 else 's'} pretrained "
+            f"weights, but {splits} would be the bundled synthetic sample (for the demo and tests, not a "
+            f"competition's data): give {_and(['--' + key for key in bundled])}, or --allow_sample_data "
+            "(allow_sample_data: true) to train on the sample anyway"]
+
+
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
 def _storage_problems(exp) -> list[str]:
     """Where the experiment lives: a filesystem path (every node of a cluster reads and writes
     it), never a job's temporary working directory; Ray Train's storage may be a URI."""

@@ -28,6 +28,10 @@ from raysum.ensemble._registry import Choice
 
 OOF = "oof"
 MAX_SPLITS = 5
+# The fewest OOF dialogues a capped evaluation (max_eval_samples) may leave stacking: below it
+# each cross-fitted meta-model learns from a few dozen pools, and with min_samples_leaf 20
+# candidates its trees have hardly a split to make.
+MIN_OOF_DIALOGUES = 50
 IMPORTANCE_ROWS = 2000
 
 

@@ -64,6 +64,9 @@ def score_experiment(path: Path, cfg: ResolvedConfig, units: list[Unit], candida
     refs = exp.references()
     plain = default_decoding(candidates[candidates["tta"] == "none"])
     scores: dict = {"tokenizer": "kiwi", "units": {}, "models": {}}
+    sample = eval_sample_info(cfg, candidates)
+    if sample:
+        scores["eval_sample"] = sample
     augmentation = exp.augmentation()
     for unit in units:
         rows = plain[(plain["model"] == unit.model) & _fold_mask(plain, unit.fold)]
@@ -93,6 +96,37 @@ def score_experiment(path: Path, cfg: ResolvedConfig, units: list[Unit], candida
         scores["models"][model] = entry
     exp.write_scores(scores)
     return scores
+
+
+def eval_sample_info(cfg: ResolvedConfig, candidates: pd.DataFrame) -> dict | None:
+    """Under max_eval_samples: the cap and how many OOF and dev dialogues the scores are over."""
+    cap = cfg.experiment.max_eval_samples
+    if cap is None:
+        return None
+    count = {split: int(candidates.loc[candidates["split"] == split, "fname"].nunique()) for split in ("oof", "dev")}
+    return {"max_eval_samples": cap, "seed": cfg.experiment.seed, "oof_dialogues": count["oof"],
+            "dev_dialogues": count["dev"]}
+
+
+def eval_sample_text(sample: dict | None) -> str | None:
+    """One sentence saying the OOF and dev scores are on a sample (None when they are not)."""
+    if not sample:
+        return None
+    return (f"OOF and dev scores are on a seeded sample of at most {sample['max_eval_samples']} dialogues per unit "
+            f"(max_eval_samples): {sample['oof_dialogues']:,} OOF and {sample['dev_dialogues']:,} dev dialogues; "
+            "test summaries cover every test dialogue")
+
+
+def stacking_too_small(cfg: ResolvedConfig, candidates: pd.DataFrame, training_dialogues: int) -> str | None:
+    """Why stacking cannot learn from a capped OOF sample (None: it can, OOF is not capped, or
+    the cap left every training dialogue in it, as an uncapped run would)."""
+    from raysum.ensemble.stacking import MIN_OOF_DIALOGUES
+
+    sample = eval_sample_info(cfg, candidates)
+    if not sample or sample["oof_dialogues"] >= min(MIN_OOF_DIALOGUES, training_dialogues):
+        return None
+    return (f"stacking needs at least {MIN_OOF_DIALOGUES} out-of-fold dialogues; max_eval_samples="
+            f"{sample['max_eval_samples']} left {sample['oof_dialogues']}")
 
 
 def _decoding_scores(candidates: pd.DataFrame, unit: Unit, settings: dict | None, refs: dict) -> dict:
@@ -140,7 +174,9 @@ def run_ensembles(path: Path, cfg: ResolvedConfig, candidates: pd.DataFrame, sco
     from raysum.ensemble import STRATEGIES, canonical, ensemble_stage
     from raysum.launch import cluster_nodes, ensemble_cpus, run_ensemble
 
-    has_oof = (default_decoding(candidates)["split"] == "oof").any()
+    own = default_decoding(candidates)
+    has_oof = (own["split"] == "oof").any() and stacking_too_small(
+        cfg, own, len(Experiment(path).references()["oof"])) is None
     chosen = canonical(cfg.experiment.ensemble_strategy)
     strategies = strategies or [s for s in STRATEGIES if has_oof or s != "stacking"]
     request = {"experiment": str(path), "strategies": strategies, "submit": chosen,

@@ -12,7 +12,7 @@ import pandas as pd
 
 from raysum.config.resolve import ResolvedConfig
 from raysum.config.schema import FOLD_MODES
-from raysum.errors import DataError
+from raysum.errors import ConfigError, DataError
 from raysum.experiment import Experiment, layout, write_parquet
 from raysum.pipeline._resume import input_settings, unit_settings
 from raysum.training.tracking import tracking_dir
@@ -49,6 +49,10 @@ class ExperimentData:
     folds: pd.DataFrame | None
     notes: list[str] = field(default_factory=list)
     paths: dict[str, str] = field(default_factory=dict)
+    loaded_rows: dict[str, int] = field(default_factory=dict)  # rows of each file, before max_train_samples
+    # max_eval_samples: the dialogues each unit generates and is scored on, by "dev" and fold label
+    # (fold0, ...); empty when evaluation is not capped.
+    eval_fnames: dict[str, list[str]] = field(default_factory=dict)
 
 
 def load_experiment_data(cfg: ResolvedConfig) -> ExperimentData:
@@ -86,8 +90,46 @@ def load_experiment_data(cfg: ResolvedConfig) -> ExperimentData:
     if note:
         notes.append(note)
     folds = assign_folds(train, exp.k_folds, exp.fold_seed) if exp.mode in FOLD_MODES else None
-    return ExperimentData(train=train.reset_index(drop=True), dev=frames["dev"], test=frames["test"],
-                          folds=folds, notes=notes, paths=paths)
+    data = ExperimentData(train=train.reset_index(drop=True), dev=frames["dev"], test=frames["test"],
+                          folds=folds, notes=notes, paths=paths,
+                          loaded_rows={split: len(frame) for split, frame in frames.items()})
+    if exp.max_eval_samples is not None:
+        data.eval_fnames = eval_sample(data, exp.max_eval_samples, exp.seed)
+        problem = stacking_sample_problem(cfg, data)
+        if problem:
+            raise ConfigError(problem)
+    return data
+
+
+def eval_sample(data: ExperimentData, n: int, seed: int) -> dict[str, list[str]]:
+    """max_eval_samples: a seeded sample of at most ``n`` dev dialogues (every unit) and of each
+    fold's held-out part (every unit of that fold), in file order. Drawn from the experiment's
+    seed alone, so a run with the same data, folds and seed evaluates the same dialogues."""
+    from raysum.data import sample_rows
+
+    out = {"dev": sample_rows(data.dev, n, seed, "max_eval_samples")[0]["fname"].astype(str).tolist()}
+    if data.folds is not None:
+        for fold in sorted(data.folds["fold"].unique()):
+            heldout = data.folds[data.folds["fold"] == fold].reset_index(drop=True)
+            out[layout.fold_label(int(fold))] = sample_rows(heldout, n, seed, "max_eval_samples")[0]["fname"].tolist()
+    return out
+
+
+def stacking_sample_problem(cfg: ResolvedConfig, data: ExperimentData) -> str | None:
+    """Stacking's meta-model learns from the OOF candidates: a cap that leaves it fewer than
+    MIN_OOF_DIALOGUES dialogues (and fewer than the uncapped OOF part) is refused."""
+    from raysum.ensemble import canonical
+    from raysum.ensemble.stacking import MIN_OOF_DIALOGUES
+
+    if data.folds is None or canonical(cfg.experiment.ensemble_strategy) != "stacking":
+        return None
+    sampled = sum(len(v) for k, v in data.eval_fnames.items() if k != "dev")
+    if sampled >= MIN_OOF_DIALOGUES or sampled >= len(data.folds):
+        return None
+    k = int(data.folds["fold"].nunique())
+    return (f"max_eval_samples={cfg.experiment.max_eval_samples} leaves stacking {sampled} out-of-fold dialogues "
+            f"({k} folds); its meta-model needs at least {MIN_OOF_DIALOGUES}: raise max_eval_samples to "
+            f"{-(-MIN_OOF_DIALOGUES // k)} or more, or choose another ensemble_strategy")
 
 
 def plan_units(cfg: ResolvedConfig) -> list[Unit]:
@@ -123,7 +165,9 @@ def write_experiment_files(path: Path, cfg: ResolvedConfig, data: ExperimentData
     exp = Experiment(path)
     exp.write_config(cfg)
     exp.write_run_info({"command_line": command_line, "created": time.time(), "data": data.paths,
-                        "notes": data.notes, "warnings": cfg.warnings, "inputs": input_settings(cfg)})
+                        "notes": data.notes, "warnings": cfg.warnings, "inputs": input_settings(cfg),
+                        **({"eval_sample": {k: len(v) for k, v in data.eval_fnames.items()}}
+                           if data.eval_fnames else {})})
     for split in layout.DATA_SPLITS:
         exp.write_input(split, getattr(data, split))
     cache = output_root(cfg) / ".augmentation"
@@ -140,6 +184,9 @@ def write_experiment_files(path: Path, cfg: ResolvedConfig, data: ExperimentData
                                                                                       translations)
             write_parquet(exp.fold_input(fold, "train"), train_part)
             write_parquet(exp.fold_input(fold, "heldout"), _unit_frame(heldout))
+            if data.eval_fnames:  # what the fold's units generate: the sample of the held-out part
+                write_parquet(exp.fold_input(fold, layout.OOF_SAMPLE), _unit_frame(
+                    _only(heldout, data.eval_fnames[layout.fold_label(fold)])))
     else:
         translations = pretranslate([_unit_frame(data.train)], cfg, cache, console)
         full, augmentation[layout.FULL_FOLD] = augment_training_part(_unit_frame(data.train), cfg, cache, translations)
@@ -147,11 +194,21 @@ def write_experiment_files(path: Path, cfg: ResolvedConfig, data: ExperimentData
     exp.write_augmentation(augmentation)
     exp.write_input(layout.DEV_UNITS, _unit_frame(data.dev))
     exp.write_input(layout.TEST_UNITS, data.test[["fname", "dialogue"]])
-    write_tta_inputs(exp, cfg, {"train": data.train, "dev": data.dev, "test": data.test})
+    dev, train = data.dev, data.train
+    if data.eval_fnames:
+        exp.write_input(layout.DEV_SAMPLE, _unit_frame(_only(data.dev, data.eval_fnames["dev"])))
+        dev = _only(data.dev, data.eval_fnames["dev"])
+        train = _only(data.train, [f for k, v in data.eval_fnames.items() if k != "dev" for f in v])
+    write_tta_inputs(exp, cfg, {"train": train, "dev": dev, "test": data.test})
     if data.folds is not None:
         for fold in sorted(data.folds["fold"].unique()):
             heldout = data.folds.loc[data.folds["fold"] == fold, "fname"].tolist()
-            write_fold_tta_inputs(exp, cfg, int(fold), heldout)
+            write_fold_tta_inputs(exp, cfg, int(fold), data.eval_fnames.get(layout.fold_label(int(fold)), heldout))
+
+
+def _only(df: pd.DataFrame, fnames: list[str]) -> pd.DataFrame:
+    """The rows of ``df`` whose fname is among ``fnames``, in ``df``'s order."""
+    return df[df["fname"].astype(str).isin(set(fnames))].reset_index(drop=True)
 
 
 def _unit_frame(df: pd.DataFrame) -> pd.DataFrame:
@@ -166,12 +223,14 @@ def unit_config(path: Path, cfg: ResolvedConfig, unit: Unit, baseline: bool) -> 
 
     exp = Experiment(path)
     train_path = exp.fold_input(unit.fold, "train")
+    capped = cfg.experiment.max_eval_samples is not None
     if unit.fold is None:
         eval_path, predict = exp.input_file(layout.DEV_UNITS), {}
     else:
         eval_path = exp.fold_input(unit.fold, "heldout")
-        predict = {"oof": str(eval_path)}
-    predict.update({"dev": str(exp.input_file(layout.DEV_UNITS)), "test": str(exp.input_file(layout.TEST_UNITS))})
+        predict = {"oof": str(exp.fold_input(unit.fold, layout.OOF_SAMPLE) if capped else eval_path)}
+    predict.update({"dev": str(exp.input_file(layout.DEV_SAMPLE if capped else layout.DEV_UNITS)),
+                    "test": str(exp.input_file(layout.TEST_UNITS))})
     predict.update(tta_predict_paths(exp, cfg, None if unit.fold is None else unit.fold_label))
     return {
         "unit_dir": str(exp.unit(unit.model, unit.fold).path),

@@ -30,7 +30,7 @@ from raysum.errors import ConfigError, RaysumError
 from raysum.experiment import Experiment, layout
 from raysum.experiment.lock import ExperimentLock
 from raysum.generation.decodings import DEFAULT, decoding_table
-from raysum.pipeline._collect import _selection_frame, collect_candidates
+from raysum.pipeline._collect import _selection_frame, collect_candidates, stacking_too_small
 from raysum.pipeline._experiment import Unit, plan_units
 
 FROM_EXPERIMENT = "the experiment's config (config.json)"
@@ -85,7 +85,7 @@ class MissingTest:
 # --------------------------------------------------------------------------- choose
 
 
-def choose(cfg: ResolvedConfig, request: FinalRequest, has_oof: bool) -> FinalChoice:
+def choose(cfg: ResolvedConfig, request: FinalRequest, has_oof: bool, stacking_problem: str | None = None) -> FinalChoice:
     """The final choice: the request over the experiment's own settings; ConfigError with
     every problem (an unknown strategy, model or label, weights that do not fit)."""
     from raysum.ensemble import ALIASES, STRATEGIES
@@ -98,6 +98,8 @@ def choose(cfg: ResolvedConfig, request: FinalRequest, has_oof: bool) -> FinalCh
                         f"(aliases: {', '.join(ALIASES)})")
     if strategy == "stacking" and not has_oof:
         problems.append("stacking learns from out-of-fold candidates; this experiment has none (no folds)")
+    elif strategy == "stacking" and stacking_problem:
+        problems.append(stacking_problem)
     weights = request.weights if request.weights is not None else exp.ensemble_weights
     source = request.sources.get("weights", FROM_EXPERIMENT) if request.weights is not None else FROM_EXPERIMENT
     if source == WEIGHTS_FLAG and strategy != "weighted_avg":
@@ -278,7 +280,8 @@ def _finalize(path: Path, request: FinalRequest, ray_address: str | None, ensemb
         if not present:
             raise ConfigError(f"{path} has no {name}: finish the experiment first (raysum train --resume {path})")
     scores, candidates = exp.scores(), exp.candidates()  # damaged: an error before anything is written
-    choice = choose(cfg, request, has_oof=bool((candidates["split"] == "oof").any()))
+    choice = choose(cfg, request, has_oof=bool((candidates["split"] == "oof").any()),
+                    stacking_problem=stacking_too_small(cfg, candidates, len(exp.references()["oof"])))
     missing = missing_for_test(exp, cfg, candidates, choice)
     generated = [m.describe() for m in missing]
     if missing:

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from raysum.experiment import Experiment, UnitFiles
 from raysum.launch import shutdown_ray
+from raysum.pipeline._collect import eval_sample_text
 from raysum.pipeline._queue import UnitQueue
 
 POLL_S = 0.5
@@ -121,6 +122,9 @@ def print_scores(scores: dict, console: Console) -> None:
         marker = " (submission)" if strategy == scores.get("ensemble_strategy") else ""
         table.add_row(f"[bold]ensemble {strategy}{marker}[/]", "-", *cells(result.get("oof")),
                       *cells(result.get("dev")), "-")
+    sample = eval_sample_text(scores.get("eval_sample"))
+    if sample:
+        table.caption = sample
     console.print(table)
 
 

@@ -6,7 +6,7 @@ A unit's settings are its model's settings (less the few that change neither wha
 learns nor what it generates) and the training seed. Changed unit settings are an error
 listing every difference; ``--retrain_changed`` retrains exactly those units, and keeps
 their previous files under ``DIR/replaced/<time>/``. Changed input settings (data,
-sampling, folds, augmentation, TTA) cannot be honoured by a resume: the inputs were
+sampling, evaluation sample, folds, augmentation, TTA) cannot be honoured by a resume: the inputs were
 written when the experiment was created.
 """
 
@@ -30,7 +30,7 @@ NOT_SHAPING = ("name", "trust_remote_code", "generation_batch_size", "resources.
 INPUT_SETTINGS = ("mode", "k_folds", "fold_seed", "max_train_samples", "train_data", "dev_data", "test_data",
                   "data_split_map", "data_columns",
                   "use_augmentation", "augmentation_methods", "augmentation_ratio", "augmentation_translators",
-                  "use_tta", "tta_strategies", "tta_num_aug")
+                  "use_tta", "tta_strategies", "tta_num_aug", "max_eval_samples")
 
 
 def _flat(data: dict, prefix: str = "") -> dict:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from raysum.config import validate as config_rules
 from raysum.config.resolve import ResolvedConfig
 from raysum.errors import ConfigError, RaysumError
 from raysum.experiment import Experiment, layout
@@ -21,7 +22,10 @@ from raysum.experiment.lock import ExperimentLock
 from raysum.launch import (
     check_resources, cluster_nodes, ensemble_problems, fixed_capacity, init_ray, launch_unit, unit_demand,
 )
-from raysum.pipeline._collect import collect_candidates, run_ensembles, score_experiment, write_submission
+from raysum.pipeline._applied import applied_lines
+from raysum.pipeline._collect import (
+    collect_candidates, run_ensembles, score_experiment, stacking_too_small, write_submission,
+)
 from raysum.pipeline._experiment import (
     Unit,
     create_experiment_dir,
@@ -70,10 +74,19 @@ def _gpu_problems(cfg: ResolvedConfig, nodes: list[dict]) -> list[str]:
 
 
 def start_experiment(cfg: ResolvedConfig, command_line: list[str] | None, console: Console) -> Path:
-    """Every check (config, data, weights, Ray resources, GPUs), then the new experiment
-    directory with its config, data and fold inputs; shared by runs and training searches."""
-    preflight(cfg)
+    """Every check (config, the bundled sample, data, weights, Ray resources, GPUs), then the
+    new experiment directory with its config, data and fold inputs; shared by runs and
+    training searches. Prints the data files and the settings applied per model."""
+    problems = config_rules.sample_data_problems(cfg)
+    try:
+        preflight(cfg)
+    except ConfigError as exc:
+        problems += exc.problems
+    if problems:
+        raise ConfigError(problems)
     data = load_experiment_data(cfg)
+    for line in applied_lines(cfg, data):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
     for note in data.notes:
         console.print(f"[cyan]note:[/] {note}")
     init_ray(cfg.experiment.ray_address, cfg.experiment.num_cpus)
@@ -257,6 +270,9 @@ def _ensemble(path: Path, strategy: str, weights: list[float] | None) -> dict:
     candidates = exp.candidates()
     if canonical == "stacking" and not (candidates["split"] == "oof").any():
         raise ConfigError("stacking learns from out-of-fold candidates; this experiment has none (no folds)")
+    too_small = stacking_too_small(cfg, candidates, len(exp.references()["oof"]))
+    if canonical == "stacking" and too_small:
+        raise ConfigError(too_small)
     keep = scores.get("ensemble_strategy")
     run_ensembles(path, cfg, candidates, scores, strategies=[canonical], on_ray=False)
     scores["ensemble_strategy"] = keep  # the submission's strategy does not change

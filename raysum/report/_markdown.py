@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from raysum.ensemble import chosen_by
+from raysum.pipeline import eval_sample_text
 from raysum.report._checks import run_checks
 from raysum.report._load import ExperimentRecord, UnitRecord
 from raysum.report._plots import PLOTS, PLOTS_DIR, best_single_unit
@@ -76,6 +77,8 @@ def header_section(record: ExperimentRecord, findings: int) -> str:
         f"- created: {_clock(record.run.get('created'))}",
         f"- submission: {submission.get('reason', 'not written (the experiment did not finish)')}",
         f"- automatic checks: {findings} finding(s), see [Checks](#checks)",
+        *([f"- evaluation sample: {eval_sample_text(record.scores['eval_sample'])}"]
+          if record.scores.get("eval_sample") else []),
         *(f"- file left out: {note}" for note in record.notes),
         "",
         f"Every number below is read from this directory's files (config.json, run.json, "

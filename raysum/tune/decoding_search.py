@@ -41,6 +41,7 @@ from raysum.tune.ensemble_search import (
     EnsembleObjective,
     _plain,
     _run_tune,
+    refuse_small_stacking,
     stage2_references,
     start_ray,
     weights_of,
@@ -176,6 +177,9 @@ def search_decoding(experiment: str | Path, space_path: str | Path, *, ensemble_
                      index=candidates.index)
     candidates = candidates[keep & candidates["split"].isin(SPLITS)]
     references = stage2_references(path, candidates)
+    refuse_small_stacking(path, candidates, [canonical(cfg.experiment.ensemble_strategy)]
+                          + ([canonical(s) for s in joint.parameters["strategy"].values]
+                             if joint and "strategy" in joint.parameters else []))
 
     started = time.perf_counter()
     prepared = prepare(candidates, exp.dialogues(), references_by_split=references, tokenizer=tokenizer)

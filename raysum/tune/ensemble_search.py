@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from raysum.errors import RaysumError
+from raysum.errors import ConfigError, RaysumError
 from raysum.experiment import Experiment, layout, write_json
 from raysum.launch import ray_summary
 from raysum.tune.space import SearchSpace, load_space, to_tune
@@ -127,6 +127,19 @@ def _check_stage(space: SearchSpace, candidates: pd.DataFrame, path: Path) -> No
                           "raysum.tune.decoding_search.search_decoding")
 
 
+def refuse_small_stacking(path: Path, candidates: pd.DataFrame, strategies: list[str]) -> None:
+    """Stacking among the strategies a search tries, on an OOF sample (max_eval_samples) too
+    small for its meta-model: one error naming the minimum."""
+    from raysum.pipeline import stacking_too_small
+
+    if "stacking" not in strategies:
+        return
+    exp = Experiment(path)
+    problem = stacking_too_small(exp.resolved(), candidates, len(exp.references()["oof"]))
+    if problem:
+        raise ConfigError(f"{problem}; leave stacking out of the strategies searched")
+
+
 def stage2_references(path: Path, candidates: pd.DataFrame) -> dict:
     """{oof, dev: fname -> references} of the experiment; an error without OOF candidates
     that have references (stage 2 optimises the OOF score, never dev)."""
@@ -168,6 +181,7 @@ def search_ensemble(experiment: str | Path, space_path: str | Path, *, trials: i
     # The ensemble of the models' own decoding settings; other settings: the decoding search.
     candidates = default_decoding(candidates[candidates["split"].isin(SPLITS)])
     references = stage2_references(path, candidates)
+    refuse_small_stacking(path, candidates, [canonical(s) for s in space.parameters["strategy"].values])
 
     started = time.perf_counter()
     prepared = prepare(candidates, exp.dialogues(), references_by_split=references, tokenizer=tokenizer)
