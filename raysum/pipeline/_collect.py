@@ -134,7 +134,7 @@ def run_ensembles(path: Path, cfg: ResolvedConfig, candidates: pd.DataFrame, sco
     """Every ensemble strategy evaluated on OOF and dev next to the best single unit (into
     scores.json), on the candidates of the models' own decoding settings (d0); returns the
     selections of the configured strategy."""
-    from raysum.ensemble import STRATEGIES, canonical, evaluate, prepare
+    from raysum.ensemble import NEEDS_OOF, STRATEGIES, canonical, evaluate, prepare
 
     exp = Experiment(path)
     candidates = default_decoding(candidates)
@@ -142,7 +142,7 @@ def run_ensembles(path: Path, cfg: ResolvedConfig, candidates: pd.DataFrame, sco
     references = {"oof": refs["oof"], "dev": refs["dev"]}
     has_oof = (candidates["split"] == "oof").any()
     chosen = canonical(cfg.experiment.ensemble_strategy)
-    strategies = strategies or [s for s in STRATEGIES if has_oof or s != "stacking"]
+    strategies = strategies or [s for s in STRATEGIES if has_oof or s not in NEEDS_OOF]
     prepared = prepare(candidates, exp.dialogues())
     ensembles, selections = scores.setdefault("ensembles", {}), None
     for strategy in strategies:
@@ -175,6 +175,9 @@ def write_submission(path: Path, cfg: ResolvedConfig, candidates: pd.DataFrame, 
     why = (f"ensemble {strategy}: dev competition_score {result['dev']['competition_score']:.2f} vs best single unit "
            f"{best['unit']} (chosen by {CHOSEN_BY_TEXT[chosen_by(best)]}) {best['dev']['competition_score']:.2f}")
     scores["submission"] = {"strategy": strategy, "reason": why}
+    if "auto" in result:  # what auto chose among the single unit and the ensembles, and why
+        why = f"{why}; auto: {result['auto']['reason']}"
+        scores["submission"].update(reason=why, chosen=result["auto"]["chosen"])
     exp.write_scores(scores)
     return why, kept
 
