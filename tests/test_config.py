@@ -271,3 +271,19 @@ def test_trust_remote_code_warns_with_the_checkpoint(capsys):
     assert main(["config", "show", "--models", "tiny-bart", "--set", "models.tiny-bart.trust_remote_code=true"]) == 0
     err = capsys.readouterr().err
     assert "trust_remote_code is on" in err and "tiny-bart" in err
+
+
+def test_ensemble_strategy_default_is_auto_with_folds_and_voting_without(capsys):
+    for mode, expected in (("full", "auto"), ("kfold", "auto"), ("single", "voting"), ("multi_model", "voting")):
+        shown = _show_json(capsys, "--mode", mode, "--models", "tiny-bart")
+        assert shown["ensemble_strategy"] == {"value": expected, "source": "default"}, mode
+    assert _show_json(capsys, "--mode", "full", "--ensemble_strategy", "voting")["ensemble_strategy"] == {
+        "value": "voting", "source": "cli"}
+    assert main(["config", "show", "--mode", "full", "--ensemble_strategy", "auto"]) == 0
+    assert "auto" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match="ensemble_strategy auto compares by the score of out-of-fold candidates"):
+        validate(resolve({"mode": "single", "ensemble_strategy": "auto"}))
+    cfg = validate(resolve({"mode": "full", "models": ["tiny-bart", "tiny-llama"], "ensemble_weights": [1, 2]}))
+    assert any("ensemble_weights do not apply to auto" in w for w in cfg.warnings)
+    tree = resolve({"mode": "kfold"}).tree()  # what config.json stores, and a resume reads back
+    assert config_from_tree(tree).experiment.ensemble_strategy == "auto"

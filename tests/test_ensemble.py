@@ -397,3 +397,147 @@ def test_best_single_unit_by_oof_and_by_dev_without_oof():
     assert unit == "good/fold0" and oof is None
     result = ensemble.evaluate(no_oof, "voting", references_by_split={"dev": refs["dev"]})
     assert result["oof"] is None and result["best_single"]["unit"] == "good/fold0"
+
+
+# --- auto: the best single unit or an ensemble, by cross-fitted OOF score ---------------------
+
+
+def weak_ensemble(n_oof=80, n_dev=20, seed=1, agree=True):
+    """One model ("good") writes light perturbations of the reference; two weak models
+    ("n-a", "n-b") write the same wrong summary, so they agree with each other perfectly
+    and voting follows them (``agree``; else all three write light perturbations of the
+    reference, so the most central one is the least perturbed). OOF pools hold one
+    candidate per model, dev pools one per unit (2 folds)."""
+    data = pd.read_csv(bundled_data("train"))
+    rng = random.Random(seed)
+    rows, dialogues, refs = [], {}, {"oof": {}, "dev": {}}
+    for i in range(n_oof + n_dev):
+        split = "oof" if i < n_oof else "dev"
+        fname, summary = data["fname"][i], data["summary"][i]
+        dialogues[fname] = data["dialogue"][i]
+        refs[split][fname] = [summary]
+        wrong = data["summary"][rng.randrange(n_oof + n_dev, len(data))]
+        for fold in [i % 2] if split == "oof" else [0, 1]:
+            rows.append((split, fname, "good", fold, "none", _perturb(summary, rng), -1.0 + rng.gauss(0, 0.1)))
+            for model in ("n-a", "n-b"):
+                text = wrong if agree else _perturb(_perturb(summary, rng), rng)
+                rows.append((split, fname, model, fold, "none", text, -1.0 + rng.gauss(0, 0.1)))
+    return table(rows), dialogues, refs
+
+
+def shuffled_features(monkeypatch, seed=0):
+    """stacking's features, each column permuted across the candidates: nothing to learn."""
+    real = stacking.candidate_features
+
+    def shuffled(prepared, models=None):
+        features = real(prepared, models)
+        rng = np.random.default_rng(seed)
+        for column in features.columns:
+            features[column] = rng.permutation(features[column].to_numpy())
+        return features
+
+    monkeypatch.setattr(stacking, "candidate_features", shuffled)
+
+
+def _scores_on(prepared, rows, fnames, refs):
+    """competition_score (raysum.metrics) of the texts at candidate positions ``rows`` whose fname is in ``fnames``."""
+    picked = prepared.candidates.loc[rows]
+    picked = picked[(picked["split"] == "oof") & picked["fname"].isin(fnames)]
+    assert sorted(picked["fname"]) == sorted(fnames)
+    return metrics.score(picked["text"].tolist(), [refs[f] for f in picked["fname"]])["competition_score"]
+
+
+def test_auto_submits_the_best_single_unit_when_stacking_scores_below_it(monkeypatch):
+    candidates, dialogues, refs = weak_ensemble()
+    prepared = ensemble.prepare(candidates, dialogues, references_by_split=refs)
+    shuffled_features(monkeypatch)
+    result = ensemble.evaluate(prepared, "auto", references_by_split=refs, seed=5)
+    auto = result["auto"]
+    unit = result["best_single"]["unit"]
+    assert unit.startswith("good/") and auto["unit"] == unit
+    # the fair comparison: every option on the OOF dialogues the unit held out, nothing else
+    fold = int(unit.split("/fold")[1])
+    held_out = sorted(f for i, f in enumerate(refs["oof"]) if i % 2 == fold)
+    assert auto["dialogues"] == len(held_out) == 40
+    stacked = stacking.select(prepared, references=refs["oof"], seed=5, nested=True)
+    assert auto["scores"]["stacking"] == pytest.approx(_scores_on(prepared, stacked.rows, held_out, refs["oof"]),
+                                                       abs=1e-3)
+    assert auto["scores"]["single_unit"] == pytest.approx(result["best_single"]["oof"]["competition_score"], abs=1e-3)
+    assert auto["scores"]["stacking"] < auto["scores"]["single_unit"] - 10
+    assert auto["gains"]["stacking"]["interval"][1] < 0  # knowingly worse: the whole interval is below 0
+    assert auto["chosen"] == "single_unit"
+    assert auto["reason"].startswith(f"no ensemble beats the best single unit on the 40 out-of-fold dialogues {unit}")
+    assert f"stacking {auto['scores']['stacking']:.2f}" in auto["reason"]
+    # the submission is the unit's own summaries on dev (and test), its model's on OOF
+    picks = result["selections"]
+    dev = picks[picks["split"] == "dev"]
+    assert (dev["model"] == "good").all() and (dev["fold"] == fold).all() and (dev["tta"] == "none").all()
+    assert (picks.loc[picks["split"] == "oof", "model"] == "good").all()
+    assert result["dev"] == result["best_single"]["dev"]
+
+
+def test_nested_stacking_falls_back_to_voting_where_its_gain_is_noise(monkeypatch):
+    candidates, dialogues, refs = weak_ensemble(agree=False)
+    prepared = ensemble.prepare(candidates, dialogues, references_by_split=refs)
+    shuffled_features(monkeypatch)
+    nested = stacking.select(prepared, references=refs["oof"], seed=0, nested=True)
+    assert nested.info["meta_model"] == stacking.CONSENSUS and nested.info["fallback"]
+    assert set(nested.info["meta_model_cv"]) == set(stacking.META_MODELS)
+    assert np.array_equal(nested.rows, ensemble.voting.select(prepared))
+    # where there is something to learn, a fitted meta-model wins the nested cross-fitting
+    monkeypatch.undo()
+    candidates, dialogues, refs = weak_ensemble()
+    prepared = ensemble.prepare(candidates, dialogues, references_by_split=refs)
+    learned = stacking.select(prepared, references=refs["oof"], seed=0, nested=True)
+    assert learned.info["meta_model"] != stacking.CONSENSUS and not learned.info["fallback"]
+    assert (prepared.candidates.loc[learned.rows, "model"] == "good").mean() > 0.9
+
+
+def test_auto_chooses_stacking_on_a_planted_signal_with_its_gain_interval(experiment):
+    prepared, refs, _ = experiment
+    first = ensemble.evaluate(prepared, "auto", references_by_split=refs, seed=2)
+    auto = first["auto"]
+    assert auto["chosen"] == "stacking" and auto["reason"].startswith("stacking scores highest")
+    low, high = auto["gains"]["stacking"]["interval"]
+    assert 10 < low <= auto["gains"]["stacking"]["gain"] <= high
+    assert auto["bootstrap"] == {"resamples": 1000, "level": 0.95, "seed": 2}
+    assert auto["stacking"]["meta_model"] != stacking.CONSENSUS
+    assert auto["scores"]["stacking"] > max(auto["scores"][o] for o in ("single_unit", "voting", "weighted_avg"))
+    # its submission: stacking's picks, the OOF ones cross-fitted
+    assert first["oof"]["competition_score"] > first["best_single"]["oof"]["competition_score"] + 10
+
+
+def test_weighted_avg_weights_are_fit_without_the_dialogues_they_pick(experiment):
+    from raysum.ensemble import weighted_avg
+    from raysum.ensemble._crossfit import dialogue_folds
+
+    prepared, refs, _ = experiment
+    choice = weighted_avg.select_fitted(prepared, references=refs["oof"])
+    oof_pools = np.flatnonzero(prepared.pools["split"] == "oof")
+    quality = np.where(prepared.split_mask("oof"), prepared.reference_rouge.mean(axis=1), np.nan)
+    assert choice.info["weights"] == weighted_avg.fit_weights(prepared, quality, oof_pools)
+    fnames = prepared.pools["fname"].to_numpy()[oof_pools]
+    folds = dialogue_folds(fnames, np.ones(len(fnames), dtype=bool))
+    assert len(folds) == len(choice.info["weights_by_fold"]) == 5
+    for (train, held_out), weights in zip(folds, choice.info["weights_by_fold"]):
+        assert weights == weighted_avg.fit_weights(prepared, quality, oof_pools[train])
+        expected = weighted_avg.select(prepared, weights=weights)
+        assert np.array_equal(choice.rows[oof_pools[held_out]], expected[oof_pools[held_out]])
+    dev = prepared.pools["split"].to_numpy() == "dev"
+    assert np.array_equal(choice.rows[dev], weighted_avg.select(prepared, weights=choice.info["weights"])[dev])
+    assert choice.info["weights"] != {m: 1.0 for m in MODELS}  # the search moved off equal weights
+
+
+def test_auto_needs_out_of_fold_candidates():
+    prepared = ensemble.prepare(table(hand_pool()), {"d0": DIALOGUE})
+    with pytest.raises(ValueError, match="out-of-fold"):
+        ensemble.select(prepared, "auto", references={})
+
+
+def test_bootstrap_interval_is_seeded_and_brackets_the_mean():
+    from raysum.ensemble._crossfit import bootstrap_interval
+
+    differences = np.random.default_rng(0).normal(1.0, 2.0, size=200)
+    low, high = bootstrap_interval(differences, seed=4)
+    assert low < differences.mean() < high and bootstrap_interval(differences, seed=4) == [low, high]
+    assert bootstrap_interval(differences, seed=5) != [low, high]

@@ -121,6 +121,23 @@ def test_oof_and_dev_scores_are_the_choices_own(exp, capsys):
     assert final["best_single"]["unit"] == result["best_single"]["unit"]
 
 
+def test_without_a_strategy_finalize_applies_auto_and_records_why(exp, capsys):
+    from raysum.ensemble.auto import OPTIONS
+
+    assert Experiment(exp).resolved().experiment.ensemble_strategy == "auto"  # the fold modes' default
+    code, out, err = _run(capsys, "finalize", exp, "--json")
+    assert code == 0, err
+    scores = json.loads((exp / "scores.json").read_text(encoding="utf-8"))
+    final = scores["final"]
+    auto = final["auto"]
+    assert final["strategy"] == "auto" and auto["chosen"] in OPTIONS and auto["unit"] == final["best_single"]["unit"]
+    assert set(auto["scores"]) == set(OPTIONS) and set(auto["gains"]) == set(OPTIONS[1:])
+    assert scores["submission"]["chosen"] == auto["chosen"] and auto["reason"] in scores["submission"]["reason"]
+    pd.testing.assert_frame_equal(_submission(exp), _expected_submission(exp, "auto", None, {m: "d0" for m in MODELS}))
+    report = (exp / "report.md").read_text(encoding="utf-8")
+    assert "`auto` compares the best single unit and each ensemble" in report and f"Chosen: {auto['chosen']}" in report
+
+
 # --------------------------------------------------------------------------- --config
 
 
@@ -400,7 +417,8 @@ def _expected_from(path: Path, decodings: dict[str, str], seed: int) -> pd.DataF
     keep = pd.Series(False, index=cand.index)
     for model, label in decodings.items():
         keep |= (cand["model"] == model) & (cand["decoding"] == label)
-    picks = select(prepare(cand[keep].reset_index(drop=True), exp.dialogues()), "voting", seed=seed)
+    picks = select(prepare(cand[keep].reset_index(drop=True), exp.dialogues()), "auto",  # the fold modes' default
+                   references=exp.references()["oof"], seed=seed)
     test = picks[picks["split"] == "test"].set_index("fname")["text"]
     fnames = exp.read_input("test")["fname"].tolist()
     return pd.DataFrame({"fname": fnames, "summary": [test[f] for f in fnames]})

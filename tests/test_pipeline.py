@@ -76,8 +76,12 @@ def test_full_run_writes_every_artifact(experiment, small_data):
         assert "dev_untrained" in scores["models"][model]
     submission = pd.read_csv(experiment / "submission.csv", keep_default_na=False)
     assert list(submission.columns) == ["fname", "summary"] and submission["fname"].tolist() == test_fnames
-    assert scores["submission"]["strategy"] == scores["ensemble_strategy"] == "voting"
-    assert set(scores["ensembles"]) == {"voting", "weighted_avg", "stacking"}
+    assert scores["submission"]["strategy"] == scores["ensemble_strategy"] == "auto"  # the fold modes' default
+    assert set(scores["ensembles"]) == {"voting", "weighted_avg", "stacking", "auto"}
+    auto = scores["ensembles"]["auto"]["auto"]
+    assert auto["chosen"] == scores["submission"]["chosen"] and auto["unit"] in scores["units"]
+    assert auto["reason"] in scores["submission"]["reason"] and "`auto` compares" in (
+        experiment / "report.md").read_text(encoding="utf-8")
     for result in scores["ensembles"].values():
         assert {"oof", "dev", "best_single"} <= set(result) and result["best_single"]["unit"] in scores["units"]
     pools = test_rows.groupby("fname")["text"].apply(set)

@@ -28,6 +28,7 @@ from raysum.config.schema import (
     LoraSettings,
     ModelSettings,
     ResourceSettings,
+    default_ensemble_strategy,
     model_settings_from_dict,
 )
 from raysum.errors import ConfigError
@@ -489,6 +490,8 @@ def resolve(
     for key, value in layers.globals.items():
         _put(globals_nested, key, value)
     globals_nested["models"] = keys
+    if "ensemble_strategy" not in layers.sources and isinstance(globals_nested.get("mode"), str):
+        globals_nested["ensemble_strategy"] = default_ensemble_strategy(globals_nested["mode"])
     experiment = ExperimentConfig(**globals_nested)
     return ResolvedConfig(experiment=experiment, models=models, sources=layers.sources, files=files,
                           problems=layers.problems)

@@ -172,6 +172,11 @@ ONE_MODEL_MODES = ("single", "kfold")
 FOLD_MODES = ("kfold", "full", "optuna")  # optuna: trials validate on fold 0
 
 
+def default_ensemble_strategy(mode: str) -> str:
+    """auto where there are out-of-fold candidates to compare by, voting otherwise."""
+    return "auto" if mode in FOLD_MODES else "voting"
+
+
 @dataclass
 class ExperimentConfig:
     mode: str = doc("single | kfold | multi_model | optuna | full", "single")
@@ -202,7 +207,10 @@ class ExperimentConfig:
         default_factory=lambda: ["Helsinki-NLP/opus-mt-ko-en", "Helsinki-NLP/opus-mt-tc-big-en-ko"])
     k_folds: int = doc("number of folds (kfold / full modes)", 5, at_least=2)
     fold_seed: int = doc("seed of the fold assignment", 42, at_least=0, at_most=SEED_MAX)
-    ensemble_strategy: str = doc("how candidates are combined into the submission", "voting")
+    ensemble_strategy: str = doc(
+        "how candidates are combined into the submission: auto (the default in the fold modes: the best single "
+        "unit, voting, weighted_avg or stacking, whichever has the best cross-fitted out-of-fold score), voting "
+        "(the default without folds), weighted_avg or stacking", "voting")
     ensemble_weights: Optional[list[float]] = doc("one weight per model (weighted_avg)", None, at_least=0)
     use_tta: bool = doc("generate for test-time input variants too", False)
     tta_strategies: list[str] = doc("TTA variants", default_factory=lambda: ["paraphrase"])

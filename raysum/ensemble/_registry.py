@@ -29,6 +29,8 @@ ALIASES: dict[str, str] = {
 STRATEGIES = Registry("ensemble strategy")
 
 OPTIONS = ("weights", "references", "seed")
+# Strategies that learn from (or compare by) the out-of-fold candidates: fold modes only.
+NEEDS_OOF = ("stacking", "auto")
 
 
 class Choice(NamedTuple):
@@ -92,9 +94,13 @@ def config_problems(cfg) -> tuple[list[str], list[str]]:
     if strategy not in STRATEGIES:
         problems.append(f"ensemble_strategy {exp.ensemble_strategy!r} is unknown; choose one of "
                         f"{', '.join(STRATEGIES)} (aliases: {', '.join(ALIASES)})")
-    if strategy == "stacking" and exp.mode not in FOLD_MODES:
-        problems.append(f"ensemble_strategy stacking learns from out-of-fold candidates: use mode kfold or full, "
-                        f"not {exp.mode}")
-    if exp.ensemble_weights is not None and strategy != "weighted_avg":
+    if strategy in NEEDS_OOF and exp.mode not in FOLD_MODES:
+        what = "learns from" if strategy == "stacking" else "compares by the score of"
+        problems.append(f"ensemble_strategy {strategy} {what} out-of-fold candidates: use mode "
+                        f"{', '.join(FOLD_MODES)}, not {exp.mode}")
+    if exp.ensemble_weights is not None and strategy == "auto":
+        warnings.append("ensemble_weights do not apply to auto: it fits weighted_avg's weights on the out-of-fold "
+                        "candidates")
+    elif exp.ensemble_weights is not None and strategy != "weighted_avg":
         warnings.append(f"ensemble_weights only apply to weighted_avg, not {exp.ensemble_strategy}")
     return problems, warnings

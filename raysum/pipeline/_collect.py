@@ -171,14 +171,15 @@ def run_ensembles(path: Path, cfg: ResolvedConfig, candidates: pd.DataFrame, sco
     scores.json), on the candidates of the models' own decoding settings (d0); returns the
     test selections of the configured strategy. ``on_ray``: as the ensemble task, with
     its own CPUs (Ray started); else in this process (``raysum ensemble``, one strategy)."""
-    from raysum.ensemble import STRATEGIES, canonical, ensemble_stage
+    from raysum.ensemble import NEEDS_OOF, STRATEGIES, canonical, ensemble_stage
     from raysum.launch import cluster_nodes, ensemble_cpus, run_ensemble
 
     own = default_decoding(candidates)
-    has_oof = (own["split"] == "oof").any() and stacking_too_small(
-        cfg, own, len(Experiment(path).references()["oof"])) is None
+    has_oof = (own["split"] == "oof").any()
+    too_small = has_oof and stacking_too_small(cfg, own, len(Experiment(path).references()["oof"])) is not None
     chosen = canonical(cfg.experiment.ensemble_strategy)
-    strategies = strategies or [s for s in STRATEGIES if has_oof or s != "stacking"]
+    strategies = strategies or [s for s in STRATEGIES if (has_oof or s not in NEEDS_OOF)
+                                and not (too_small and s == "stacking")]
     request = {"experiment": str(path), "strategies": strategies, "submit": chosen,
                "weights": ensemble_weights(cfg), "seed": cfg.experiment.seed}
     if on_ray:
@@ -213,6 +214,9 @@ def write_submission(path: Path, cfg: ResolvedConfig, candidates: pd.DataFrame, 
     why = (f"ensemble {strategy}: dev competition_score {result['dev']['competition_score']:.2f} vs best single unit "
            f"{best['unit']} (chosen by {CHOSEN_BY_TEXT[chosen_by(best)]}) {best['dev']['competition_score']:.2f}")
     scores["submission"] = {"strategy": strategy, "reason": why}
+    if "auto" in result:  # what auto chose among the single unit and the ensembles, and why
+        why = f"{why}; auto: {result['auto']['reason']}"
+        scores["submission"].update(reason=why, chosen=result["auto"]["chosen"])
     exp.write_scores(scores)
     return why, kept
 

@@ -88,7 +88,7 @@ class MissingTest:
 def choose(cfg: ResolvedConfig, request: FinalRequest, has_oof: bool, stacking_problem: str | None = None) -> FinalChoice:
     """The final choice: the request over the experiment's own settings; ConfigError with
     every problem (an unknown strategy, model or label, weights that do not fit)."""
-    from raysum.ensemble import ALIASES, STRATEGIES
+    from raysum.ensemble import ALIASES, NEEDS_OOF, STRATEGIES
 
     exp, problems = cfg.experiment, []
     sources = {"strategy": request.sources.get("strategy", FROM_EXPERIMENT)}
@@ -96,8 +96,8 @@ def choose(cfg: ResolvedConfig, request: FinalRequest, has_oof: bool, stacking_p
     if strategy not in STRATEGIES:
         problems.append(f"strategy {strategy!r} is unknown; choose one of {', '.join(STRATEGIES)} "
                         f"(aliases: {', '.join(ALIASES)})")
-    if strategy == "stacking" and not has_oof:
-        problems.append("stacking learns from out-of-fold candidates; this experiment has none (no folds)")
+    if strategy in NEEDS_OOF and not has_oof:
+        problems.append(f"{strategy} needs out-of-fold candidates; this experiment has none (no folds)")
     elif strategy == "stacking" and stacking_problem:
         problems.append(stacking_problem)
     weights = request.weights if request.weights is not None else exp.ensemble_weights
@@ -246,9 +246,10 @@ def _reason(choice: FinalChoice, result: dict) -> str:
     def cs(scores: dict | None) -> str:
         return "-" if not scores else f"{scores['competition_score']:.2f}"
 
-    return (f"raysum finalize: {choice.describe()}: OOF {cs(result['oof'])}, dev {cs(result['dev'])} vs best single "
-            f"unit {best['unit']} (chosen by {CHOSEN_BY_TEXT[chosen_by(best)]}) OOF {cs(best['oof'])}, "
-            f"dev {cs(best['dev'])}")
+    why = (f"raysum finalize: {choice.describe()}: OOF {cs(result['oof'])}, dev {cs(result['dev'])} vs best single "
+           f"unit {best['unit']} (chosen by {CHOSEN_BY_TEXT[chosen_by(best)]}) OOF {cs(best['oof'])}, "
+           f"dev {cs(best['dev'])}")
+    return f"{why}; auto: {result['auto']['reason']}" if "auto" in result else why
 
 
 # --------------------------------------------------------------------------- the command
@@ -299,13 +300,15 @@ def _finalize(path: Path, request: FinalRequest, ray_address: str | None, ensemb
                                 force=force)
     default = (scores.get("ensembles") or {}).get(scores.get("ensemble_strategy"))
     final = {**choice.record(), "oof": result["oof"], "dev": result["dev"], "best_single": result["best_single"],
+             **({"auto": result["auto"]} if "auto" in result else {}),
              "default": None if default is None else {"strategy": scores.get("ensemble_strategy"),
                                                       "oof": default.get("oof"), "dev": default.get("dev")},
              "generated": generated, "ensemble_task": result["task"], "finalize_s": round(time.perf_counter() - started, 2),
              "finished_at": time.time()}
     reason = _reason(choice, result)
     scores["final"] = final
-    scores["submission"] = {"strategy": choice.strategy, "reason": reason, "by": "raysum finalize"}
+    scores["submission"] = {"strategy": choice.strategy, "reason": reason, "by": "raysum finalize",
+                            **({"chosen": result["auto"]["chosen"]} if "auto" in result else {})}
     exp.write_scores(scores)
     if after:
         after(path, cfg, console)

@@ -247,7 +247,7 @@ def ensemble_experiment(path: str | Path, strategy: str, weights: list[float] | 
 def _ensemble(path: Path, strategy: str, weights: list[float] | None) -> dict:
     from dataclasses import replace
 
-    from raysum.ensemble import ALIASES, STRATEGIES
+    from raysum.ensemble import ALIASES, NEEDS_OOF, STRATEGIES
 
     exp = Experiment(path)
     cfg = exp.resolved()
@@ -268,8 +268,8 @@ def _ensemble(path: Path, strategy: str, weights: list[float] | None) -> dict:
     cfg.experiment = replace(cfg.experiment, ensemble_weights=weights or cfg.experiment.ensemble_weights)
     scores = exp.scores()
     candidates = exp.candidates()
-    if canonical == "stacking" and not (candidates["split"] == "oof").any():
-        raise ConfigError("stacking learns from out-of-fold candidates; this experiment has none (no folds)")
+    if canonical in NEEDS_OOF and not (candidates["split"] == "oof").any():
+        raise ConfigError(f"{canonical} needs out-of-fold candidates; this experiment has none (no folds)")
     too_small = stacking_too_small(cfg, candidates, len(exp.references()["oof"]))
     if canonical == "stacking" and too_small:
         raise ConfigError(too_small)

@@ -327,6 +327,9 @@ def ensemble_section(record: ExperimentRecord) -> str:
               "",
               table(["selection", *[f"OOF {h}" for h in SCORE_HEADER], *[f"dev {h}" for h in SCORE_HEADER],
                      "dev Δ"], rows)]
+    auto = (ensembles.get("auto") or {}).get("auto")
+    if auto and not final:
+        lines += ["", _auto_part(auto)]
     if final:
         lines += ["", _final_part(final)]
     stacking = ensembles.get("stacking", {}).get("stacking", {})
@@ -337,6 +340,33 @@ def ensemble_section(record: ExperimentRecord) -> str:
                   + ", ".join(f"{k} {v:.4f}" for k, v in top) + "."]
     lines += ["", _tta_part(record), "", _augmentation_part(record)]
     return "\n".join(lines)
+
+
+def _auto_part(auto: dict) -> str:
+    """What `auto` compared, on which dialogues, what it chose and why."""
+    scores, gains = auto.get("scores") or {}, auto.get("gains") or {}
+    level = round((auto.get("bootstrap") or {}).get("level", 0.95) * 100)
+    rows = []
+    for option, value in scores.items():
+        gain = gains.get(option)
+        label = f"best single unit {auto.get('unit')}" if option == "single_unit" else f"ensemble {option}"
+        if option == auto.get("chosen"):
+            label += " (chosen)"
+        rows.append([label, f2(value), "-" if not gain else f"{gain['gain']:+.2f}",
+                     "-" if not gain else f"{gain['interval'][0]:+.2f} to {gain['interval'][1]:+.2f}"])
+    stacking = auto.get("stacking") or {}
+    meta = (f" Stacking's meta-model, chosen by nested cross-fitting: {stacking['meta_model']}"
+            + (" (no fitted meta-model beat consensus by more than its noise: voting's picks)"
+               if stacking.get("fallback") else "") + "." if stacking.get("meta_model") else "")
+    weights = (auto.get("weighted_avg") or {}).get("weights")
+    fitted = (" weighted_avg's weights, fit on the OOF candidates: "
+              + ", ".join(f"{m} {w:g}" for m, w in weights.items()) + "." if weights else "")
+    return "\n".join([
+        f"`auto` compares the best single unit and each ensemble by cross-fitted out-of-fold competition score on "
+        f"the same {auto.get('dialogues')} dialogues (those {auto.get('unit')} held out); Δ = gain over the unit, "
+        f"with a {level}% bootstrap interval over those dialogues.{meta}{fitted}", "",
+        table(["option", "OOF competition score", "Δ", f"{level}% interval"], rows), "",
+        f"Chosen: {auto.get('chosen')}: {auto.get('reason')}."])
 
 
 def _final_part(final: dict) -> str:
@@ -360,6 +390,8 @@ def _final_part(final: dict) -> str:
              *(f"- {part}: from {source}" for part, source in (final.get("from") or {}).items()),
              *(f"- generated for test by the saved units: {item}" for item in final.get("generated") or []), "",
              table(["selection", *[f"OOF {h}" for h in SCORE_HEADER], *[f"dev {h}" for h in SCORE_HEADER]], rows)]
+    if final.get("auto"):
+        lines += ["", _auto_part(final["auto"])]
     return "\n".join(lines)
 
 
