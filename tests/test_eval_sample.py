@@ -113,8 +113,9 @@ def test_ensembles_on_a_capped_experiment(tmp_path, capsys):
     kept = [f"train_{i}" for i in range(8)]
     exp.write_candidates(candidates[(candidates["split"] != "oof") | candidates["fname"].isin(kept)])
     scores: dict = {}
-    run_ensembles(path, exp.resolved(), exp.candidates(), scores)
-    assert set(scores["ensembles"]) == {"voting", "weighted_avg"}  # stacking left out, not failed
+    run_ensembles(path, exp.resolved(), exp.candidates(), scores, on_ray=False)
+    assert "stacking" not in scores["ensembles"]  # left out, not failed
+    assert {"voting", "weighted_avg"} <= set(scores["ensembles"])
     assert main(["ensemble", "--experiment", str(path), "--strategy", "stacking"]) == 2
     assert "stacking needs at least 50 out-of-fold dialogues; max_eval_samples=4 left 8" in capsys.readouterr().err
     for command in (["finalize", str(path), "--strategy", "stacking"],
