@@ -106,6 +106,30 @@ def test_strategy_weights_and_decoding_equal_the_ensemble_recomputed_from_candid
     assert "tiny-bart d1" in report and "from --decoding" in report
 
 
+def test_all_pools_every_decoding_setting_of_a_model(exp, capsys):
+    """--decoding MODEL=all: the ensemble chooses among every setting the model generated."""
+    from raysum.ensemble import prepare, select
+
+    code, _, err = _run(capsys, "finalize", exp, "--strategy", "voting", "--decoding", "tiny-bart=all",
+                        "tiny-llama=all")
+    assert code == 0, err
+    cand = pd.read_parquet(exp / "candidates.parquet")
+    inputs = {split: pd.read_parquet(exp / "inputs" / f"{name}.parquet")
+              for split, name in (("oof", "train"), ("dev", "dev"), ("test", "test"))}
+    picks = select(prepare(cand, {s: dict(zip(f["fname"], f["dialogue"])) for s, f in inputs.items()}), "voting",
+                   seed=7)
+    test = picks[picks["split"] == "test"].set_index("fname")["text"]
+    expected = pd.DataFrame({"fname": inputs["test"]["fname"], "summary": [test[f] for f in inputs["test"]["fname"]]})
+    pd.testing.assert_frame_equal(_submission(exp), expected)
+    own = set(cand.loc[(cand["split"] == "test") & (cand["decoding"] == "d0"), "text"])
+    assert set(expected["summary"]) - own  # candidates of the other settings won too
+    final = json.loads((exp / "scores.json").read_text(encoding="utf-8"))["final"]
+    assert final["decodings"]["tiny-bart"]["label"] == "all"
+    assert set(final["decodings"]["tiny-bart"]["settings"]) == {"d0", "d1", "d2"}
+    code, _, err = _run(capsys, "finalize", exp, "--decoding", "tiny-bart=d7")
+    assert code == 2 and "(or all: every one of them)" in err
+
+
 def test_oof_and_dev_scores_are_the_choices_own(exp, capsys):
     from raysum.ensemble import evaluate, prepare
 

@@ -26,7 +26,7 @@ from raysum.ensemble._registry import (
     ALIASES, NEEDS_OOF, STRATEGIES, Choice, canonical, config_problems, register_strategy,
     run_strategy,
 )
-from raysum.ensemble._stage import chosen_decodings, ensemble_stage
+from raysum.ensemble._stage import ALL_DECODINGS, chosen_decodings, ensemble_stage
 
 register_strategy("voting", voting)
 register_strategy("weighted_avg", weighted_avg)
@@ -45,6 +45,7 @@ __all__ = [
     "candidate_features",
     "canonical",
     "chosen_by",
+    "ALL_DECODINGS",
     "chosen_decodings",
     "config_problems",
     "ensemble_stage",

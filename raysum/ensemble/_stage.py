@@ -24,13 +24,20 @@ from raysum.experiment.candidates import DECODING_COLUMN as DECODING
 from raysum.generation.decodings import default_decoding
 
 
+# A model's "label" that pools every decoding setting it generated (its own and d1..d3):
+# the ensemble then chooses among all of them, e.g. among sampled candidates.
+ALL_DECODINGS = "all"
+
+
 def chosen_decodings(candidates: pd.DataFrame, decodings: Mapping[str, str] | None) -> pd.DataFrame:
-    """Every model's candidates of its chosen decoding label (None: each model's own, d0)."""
+    """Every model's candidates of its chosen decoding label, or of every label it generated
+    (``ALL_DECODINGS``); None: each model's own, d0."""
     if not decodings:
         return default_decoding(candidates)
     keep = pd.Series(False, index=candidates.index)
     for model, label in decodings.items():
-        keep |= (candidates["model"] == model) & (candidates[DECODING] == label)
+        mine = candidates["model"] == model
+        keep |= mine if label == ALL_DECODINGS else mine & (candidates[DECODING] == label)
     return candidates[keep].reset_index(drop=True)
 
 

@@ -52,8 +52,8 @@ class FinalRequest:
 class FinalChoice:
     strategy: str
     weights: dict[str, float] | None
-    decodings: dict[str, str]  # every model -> its label
-    settings: dict[str, dict]  # every model -> its label's decoding settings
+    decodings: dict[str, str]  # every model -> its label (or ALL_DECODINGS)
+    settings: dict[str, dict]  # every model -> its label's decoding settings ({label: settings} for all)
     sources: dict[str, str]
 
     def describe(self) -> str:
@@ -88,7 +88,7 @@ class MissingTest:
 def choose(cfg: ResolvedConfig, request: FinalRequest, has_oof: bool, stacking_problem: str | None = None) -> FinalChoice:
     """The final choice: the request over the experiment's own settings; ConfigError with
     every problem (an unknown strategy, model or label, weights that do not fit)."""
-    from raysum.ensemble import ALIASES, NEEDS_OOF, STRATEGIES
+    from raysum.ensemble import ALIASES, ALL_DECODINGS, NEEDS_OOF, STRATEGIES
 
     exp, problems = cfg.experiment, []
     sources = {"strategy": request.sources.get("strategy", FROM_EXPERIMENT)}
@@ -118,9 +118,13 @@ def choose(cfg: ResolvedConfig, request: FinalRequest, has_oof: bool, stacking_p
         table = decoding_table(model_settings)
         label = request.decodings.get(model, DEFAULT)
         sources[f"decoding.{model}"] = request.sources.get(f"decoding.{model}", FROM_EXPERIMENT)
+        if label == ALL_DECODINGS:  # every setting the model generated, pooled
+            decodings[model], settings[model] = label, table
+            continue
         if label not in table:
             problems.append(f"--decoding {model}={label}: {model} has decoding settings "
-                            + "; ".join(f"{name} {known}" for name, known in table.items()))
+                            + "; ".join(f"{name} {known}" for name, known in table.items())
+                            + f" (or {ALL_DECODINGS}: every one of them)")
             continue
         decodings[model], settings[model] = label, table[label]
     if problems:
@@ -144,9 +148,13 @@ def missing_for_test(exp: Experiment, cfg: ResolvedConfig, candidates: pd.DataFr
     """Per unit, chosen label and TTA variant, the test dialogues without a candidate. A
     chosen label the units did not generate for OOF and dev is a ConfigError (it could
     not have been scored or searched)."""
+    from raysum.ensemble import ALL_DECODINGS
+
     test = set(exp.read_input("test", columns=["fname"])["fname"])
     out, problems = [], []
-    for model, label in choice.decodings.items():
+    chosen = [(model, one) for model, label in choice.decodings.items()
+              for one in (choice.settings[model] if label == ALL_DECODINGS else [label])]
+    for model, label in chosen:
         mine = candidates[(candidates["model"] == model) & (candidates["decoding"] == label)]
         scored = mine[mine["split"].isin(["oof", "dev"])]
         if scored.empty:
