@@ -25,7 +25,7 @@ from urllib.parse import urlparse
 import pandas as pd
 
 from raysum.data._check import DataCheck, Problem, Record, check_records, compute_stats
-from raysum.data._sources import SPLITS, is_hub_source, is_saved_dataset, read_hub, read_parquet, read_saved
+from raysum.data._sources import SPLITS, file_bytes, is_hub_source, is_saved_dataset, read_hub, read_parquet, read_saved
 from raysum.errors import DataError
 
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".parquet": "parquet"}
@@ -143,15 +143,8 @@ def _read_source(path, split: str | None, check: DataCheck) -> tuple[list[str], 
 
 def _read_text(path, shown, errors: list[Problem]) -> str | None:
     """The file's text: a local path, a file:// URI, or a remote URI read through pyarrow.fs."""
-    from raysum.storage import read_bytes
-
-    try:
-        data = read_bytes(path)
-    except FileNotFoundError:
-        errors.append(Problem(None, None, f"file not found: {shown}"))
-        return None
-    except OSError as exc:
-        errors.append(Problem(None, None, f"cannot read {shown}: {exc.strerror or exc}"))
+    data = file_bytes(path, shown, errors)
+    if data is None:
         return None
     try:
         text = data.decode("utf-8-sig")

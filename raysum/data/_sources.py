@@ -174,21 +174,28 @@ def read_saved(path: Path, split: str | None, errors: list[Problem]) -> tuple[li
     return _split_rows(loaded, split, str(path), errors)
 
 
+def file_bytes(path, shown, errors: list[Problem]) -> bytes | None:
+    """A file's bytes (a local path, a file:// URI or a remote URI read through pyarrow.fs);
+    None with the problem added to ``errors`` when it cannot be read."""
+    from raysum.storage import read_bytes
+
+    try:
+        return read_bytes(path)
+    except FileNotFoundError:
+        errors.append(Problem(None, None, f"file not found: {shown}"))
+    except OSError as exc:
+        errors.append(Problem(None, None, f"cannot read {shown}: {exc.strerror or exc}"))
+    return None
+
+
 def read_parquet(path, shown, errors: list[Problem]) -> tuple[list[str], list] | None:
     """A Parquet file (a path or URI) as a `datasets.Dataset`'s rows."""
     import datasets
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from raysum.storage import read_bytes
-
-    try:
-        data = read_bytes(path)
-    except FileNotFoundError:
-        errors.append(Problem(None, None, f"file not found: {shown}"))
-        return None
-    except OSError as exc:
-        errors.append(Problem(None, None, f"cannot read {shown}: {exc.strerror or exc}"))
+    data = file_bytes(path, shown, errors)
+    if data is None:
         return None
     try:
         table = pq.read_table(io.BytesIO(data))
