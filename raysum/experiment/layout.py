@@ -5,6 +5,7 @@
         inputs/{train,dev,test}.parquet  inputs/fold<k>_{train,heldout}.parquet  inputs/full_train.parquet
         inputs/{dev,test}_units.parquet  inputs/augmentation.json
         inputs/dev_sample.parquet  inputs/fold<k>_oof_sample.parquet   (max_eval_samples)
+        inputs/encoding_rows.parquet
         inputs/tta/<split>_<variant>.parquet  inputs/tta_label_maps.parquet
         units/<model>/fold<k>/   (or units/<model>/full without folds)
             unit.json  metrics.jsonl  predictions.parquet  baseline.parquet  attempts.jsonl
@@ -52,6 +53,9 @@ DATA_SPLITS = ("train", "dev", "test")  # inputs/<split>.parquet: the data as lo
 DEV_UNITS = "dev_units"  # inputs/<name>.parquet: what every unit generates for (fname, dialogue[, summary])
 TEST_UNITS = "test_units"
 DEV_SAMPLE = "dev_sample"  # max_eval_samples: the dev dialogues every unit generates for
+# inputs/<name>.parquet: every distinct (dialogue, summary) a unit trains or evaluates on, encoded
+# once per tokenizer and encoding settings (raysum.training.encoding)
+ENCODING_ROWS = "encoding_rows"
 OOF_SAMPLE = "oof_sample"  # fold<k>_oof_sample: the held-out dialogues the fold's units generate for (ditto)
 
 # units/<model>/<fold label>/

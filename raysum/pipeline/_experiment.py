@@ -171,7 +171,7 @@ def write_experiment_files(path: Path, cfg: ResolvedConfig, data: ExperimentData
     for split in layout.DATA_SPLITS:
         exp.write_input(split, getattr(data, split))
     cache = output_root(cfg) / ".augmentation"
-    augmentation = {}
+    augmentation, encoded = {}, []  # encoded: what the units train and evaluate on
     if data.folds is not None:
         exp.write_folds(data.folds)
         from raysum.data import fold_split
@@ -184,6 +184,7 @@ def write_experiment_files(path: Path, cfg: ResolvedConfig, data: ExperimentData
                                                                                       translations)
             write_parquet(exp.fold_input(fold, "train"), train_part)
             write_parquet(exp.fold_input(fold, "heldout"), _unit_frame(heldout))
+            encoded += [train_part, _unit_frame(heldout)]
             if data.eval_fnames:  # what the fold's units generate: the sample of the held-out part
                 write_parquet(exp.fold_input(fold, layout.OOF_SAMPLE), _unit_frame(
                     _only(heldout, data.eval_fnames[layout.fold_label(fold)])))
@@ -191,8 +192,10 @@ def write_experiment_files(path: Path, cfg: ResolvedConfig, data: ExperimentData
         translations = pretranslate([_unit_frame(data.train)], cfg, cache, console)
         full, augmentation[layout.FULL_FOLD] = augment_training_part(_unit_frame(data.train), cfg, cache, translations)
         write_parquet(exp.fold_input(None, "train"), full)
+        encoded += [full, _unit_frame(data.dev)]
     exp.write_augmentation(augmentation)
     exp.write_input(layout.DEV_UNITS, _unit_frame(data.dev))
+    exp.write_input(layout.ENCODING_ROWS, encoding_rows(encoded))
     exp.write_input(layout.TEST_UNITS, data.test[["fname", "dialogue"]])
     dev, train = data.dev, data.train
     if data.eval_fnames:
@@ -204,6 +207,13 @@ def write_experiment_files(path: Path, cfg: ResolvedConfig, data: ExperimentData
         for fold in sorted(data.folds["fold"].unique()):
             heldout = data.folds.loc[data.folds["fold"] == fold, "fname"].tolist()
             write_fold_tta_inputs(exp, cfg, int(fold), data.eval_fnames.get(layout.fold_label(int(fold)), heldout))
+
+
+def encoding_rows(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    """Every distinct (dialogue, summary) of the parts, in order of first appearance: the table
+    a unit encodes whole and takes its rows from (raysum.training.encoding)."""
+    rows = pd.concat([part[["dialogue", "summary"]] for part in parts], ignore_index=True)
+    return rows.drop_duplicates(ignore_index=True)
 
 
 def _only(df: pd.DataFrame, fnames: list[str]) -> pd.DataFrame:
@@ -243,6 +253,7 @@ def unit_config(path: Path, cfg: ResolvedConfig, unit: Unit, baseline: bool) -> 
         "baseline_splits": ["dev"] if baseline else [],
         "tokenizer_cache": str(output_root(cfg) / ".tokenizers"),
         "encoding_cache": str(output_root(cfg) / ".encoded"),
+        **shared_encoding(exp, cfg, unit),
         "resume": True,
         "max_failures": cfg.experiment.max_failures,
         "tracking": list(cfg.experiment.tracking),
@@ -251,6 +262,17 @@ def unit_config(path: Path, cfg: ResolvedConfig, unit: Unit, baseline: bool) -> 
         "decoding_splits": decoding_splits(cfg),
         **epoch_score(exp, cfg, unit),
     }
+
+
+def shared_encoding(exp: Experiment, cfg: ResolvedConfig, unit: Unit) -> dict:
+    """The table of the experiment's rows a unit encodes whole and takes its rows from, so the
+    units of a model tokenize once. Not for a tiny preset: its tokenizer is trained on the
+    fold's training part, so no other fold shares its encoding and the whole table would only
+    be more to tokenize than its own rows. Not in an experiment written without the table."""
+    rows = exp.input_file(layout.ENCODING_ROWS)
+    if cfg.models[unit.model].from_config or not rows.is_file():
+        return {}
+    return {"encoding_rows": str(rows)}
 
 
 def epoch_score(exp: Experiment, cfg: ResolvedConfig, unit: Unit) -> dict:

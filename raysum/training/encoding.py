@@ -9,6 +9,12 @@ tokens and chat template) and the model settings
 that shape an encoding (``ENCODING_SETTINGS``); the file is named after it. `datasets`
 writes the file beside its final name and renames it, so units that encode the same rows
 at once never read half of one.
+
+The units of one model share more than that: the driver writes every distinct row any unit
+of the experiment trains or evaluates on into one table (``inputs/encoding_rows.parquet``),
+a unit encodes that whole table (:func:`encode_from_table`) and takes its own rows from the
+encoding, in its own order. The first unit of a model tokenizes the table; the model's other
+units, whose folds differ but whose tokenizer and settings do not, read the same entry.
 """
 
 from __future__ import annotations
@@ -52,6 +58,28 @@ def encode_cached(tokenizer, settings, dialogues: list[str], summaries: list[str
     (``cache_dir`` None: no cache)."""
     if cache_dir is None or not dialogues:
         return encode_examples(tokenizer, settings, dialogues, summaries)
+    return _encoded(tokenizer, settings, dialogues, summaries, cache_dir).to_list()
+
+
+def encode_from_table(tokenizer, settings, table: tuple[list[str], list[str]],
+                      parts: list[tuple[list[str], list[str]]], cache_dir: str | Path) -> list[list[dict]] | None:
+    """Each part's ``encode_examples``, taken from the cached encoding of ``table`` (dialogues,
+    summaries): every row of every part, by its (dialogue, summary), in the part's order (a
+    row twice in a part is taken twice). None when a row of a part is not in the table (the
+    caller encodes its rows itself)."""
+    position: dict[tuple[str, str], int] = {}
+    for index, row in enumerate(zip(*table)):
+        position.setdefault(row, index)
+    wanted = [[position.get(row) for row in zip(dialogues, summaries)] for dialogues, summaries in parts]
+    if not table[0] or any(index is None for positions in wanted for index in positions):
+        return None
+    encoded = _encoded(tokenizer, settings, list(table[0]), list(table[1]), cache_dir)
+    return [encoded.select(positions).to_list() if positions else [] for positions in wanted]
+
+
+def _encoded(tokenizer, settings, dialogues: list[str], summaries: list[str], cache_dir: str | Path):
+    """The rows' encoding as a `datasets.Dataset` backed by its cache file in ``cache_dir``
+    (computed and written there unless a file of the same fingerprint is there already)."""
     import datasets
 
     fingerprint = encoding_fingerprint(tokenizer, settings, dialogues, summaries)
@@ -63,7 +91,6 @@ def encode_cached(tokenizer, settings, dialogues: list[str], summaries: list[str
         examples = encode_examples(tokenizer, settings, batch["dialogue"], batch["summary"])
         return {key: [example[key] for example in examples] for key in examples[0]}
 
-    encoded = rows.map(encode, batched=True, batch_size=1000, remove_columns=list(_COLUMNS),
-                       new_fingerprint=fingerprint, cache_file_name=str(cache / f"encoded-{fingerprint}.arrow"),
-                       load_from_cache_file=True, desc="encoding")
-    return encoded.to_list()
+    return rows.map(encode, batched=True, batch_size=1000, remove_columns=list(_COLUMNS),
+                    new_fingerprint=fingerprint, cache_file_name=str(cache / f"encoded-{fingerprint}.arrow"),
+                    load_from_cache_file=True, desc="encoding")

@@ -62,6 +62,9 @@ class UnitConfig:
     tokenizer_cache: Optional[str] = None
     # Tokenized examples shared by the units (raysum.training.encoding); None: encode every time.
     encoding_cache: Optional[str] = None
+    # Parquet of every distinct (dialogue, summary) the experiment's units train or evaluate on:
+    # encoded whole (once per tokenizer and encoding settings), the unit's rows taken from it.
+    encoding_rows: Optional[str] = None
     resume: bool = False
     baseline_splits: list = field(default_factory=list)
     node_id: Optional[str] = None
@@ -79,7 +82,7 @@ class UnitConfig:
     @classmethod
     def from_dict(cls, config: dict) -> "UnitConfig":
         known = {"unit_dir", "model", "train_path", "seed", "fold", "eval_path", "predict", "tokenizer_cache",
-                 "encoding_cache", "resume", "baseline_splits", "node_id", "max_failures", "tracking", "tracking_dir",
+                 "encoding_cache", "encoding_rows", "resume", "baseline_splits", "node_id", "max_failures", "tracking", "tracking_dir",
                  "epoch_score", "settings",
                  "decoding_splits"}
         problems = [f"unknown unit setting {k!r}" for k in config if k not in known]
@@ -202,8 +205,9 @@ def setup(unit: UnitConfig, report: Report | None = None) -> UnitRun:
         model, tokenizer = load_model_and_tokenizer(settings, train_texts=texts, cache_dir=unit.tokenizer_cache,
                                                     device="cuda" if cuda else "cpu", seed=unit.seed)
     prepare_model_for_training(model)
+    shared = read_table(unit.encoding_rows, ("dialogue", "summary")) if unit.encoding_rows else None
     train_set, eval_set = encode_sets(tokenizer, settings, train_frame, eval_frame, unit.encoding_cache,
-                                      shot_pool(unit, train_frame))
+                                      shot_pool(unit, train_frame), shared)
     problems = epoch_selection_problems(settings, has_eval=eval_set is not None, scores_epochs=bool(unit.epoch_score))
     if problems:
         raise ConfigError(problems)
@@ -252,25 +256,33 @@ def _recorded_budget(unit: UnitConfig) -> int | None:
 
 
 def encode_sets(tokenizer, settings, train_frame, eval_frame, cache_dir: str | None = None,
-                pool=None) -> tuple[list[dict], list[dict] | None]:
+                pool=None, shared=None) -> tuple[list[dict], list[dict] | None]:
     """Training and eval examples, through the experiment's encoding cache when ``cache_dir``
-    is set. With a few-shot ``pool`` each prompt gets its examples (a training dialogue never
-    itself or a row augmented from it); those depend on the unit's whole training part, so
-    they are encoded without the cache."""
+    is set: taken from the encoding of the ``shared`` table (dialogue, summary: the rows of
+    every unit of the experiment) when it is given and holds them, else encoded from the
+    unit's own rows. With a few-shot ``pool`` each prompt gets its examples (a training
+    dialogue never itself or a row augmented from it); those depend on the unit's whole
+    training part, so they are encoded without the cache."""
     from raysum.models import encode_examples
-    from raysum.training.encoding import encode_cached
+    from raysum.training.encoding import encode_cached, encode_from_table
 
-    def encode(frame, own: bool):
-        dialogues, summaries = frame["dialogue"].tolist(), frame["summary"].tolist()
-        if pool is None:
-            return encode_cached(tokenizer, settings, dialogues, summaries, cache_dir)
-        shots = pool.pick(dialogues, settings.few_shot_k, frame["fname"].astype(str).tolist() if own else None)
-        return encode_examples(tokenizer, settings, dialogues, summaries, shots)
-
-    train_set = encode(train_frame, own=True)
-    if eval_frame is None or not len(eval_frame):
-        return train_set, None
-    eval_set = encode(eval_frame, own=False)
+    frames = [train_frame] + ([eval_frame] if eval_frame is not None and len(eval_frame) else [])
+    parts = [(frame["dialogue"].tolist(), frame["summary"].tolist()) for frame in frames]
+    if pool is not None:
+        own = [train_frame["fname"].astype(str).tolist(), None]  # training rows never get themselves as shots
+        sets = [encode_examples(tokenizer, settings, dialogues, summaries,
+                                pool.pick(dialogues, settings.few_shot_k, fnames))
+                for (dialogues, summaries), fnames in zip(parts, own)]
+    else:
+        sets = None
+        if shared is not None and cache_dir is not None:
+            table = (shared["dialogue"].tolist(), shared["summary"].tolist())
+            sets = encode_from_table(tokenizer, settings, table, parts, cache_dir)
+        if sets is None:
+            sets = [encode_cached(tokenizer, settings, dialogues, summaries, cache_dir) for dialogues, summaries in parts]
+    if len(sets) == 1:
+        return sets[0], None
+    train_set, eval_set = sets
     eval_set.sort(key=lambda example: len(example["input_ids"]))  # sequential eval batches of similar length
     return train_set, eval_set
 
