@@ -196,9 +196,11 @@ def test_scores_and_submission_use_the_models_own_decoding(experiment):
 
 
 def _hashes(path: Path) -> dict[str, str]:
+    """The experiment's own files: not the searches' (tune/, analysis/), nor the report, which
+    a search rewrites to show itself."""
     return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(path.rglob("*")) if p.is_file() and p.relative_to(path).parts[0] not in ("tune",
-                                                                                                        "analysis")}
+            for p in sorted(path.rglob("*")) if p.is_file() and p.relative_to(path).parts[0] not in (
+                "tune", "analysis", "report.md", "report.html")}
 
 
 @pytest.mark.slow
@@ -210,6 +212,8 @@ def test_decoding_search_then_analyze(experiment, tmp_path, local_ray, capsys):
                  "--tokenizer", "whitespace", "--json"]) == 0
     capsys.readouterr()
     assert _hashes(experiment) == before, "the search changed the experiment's own files"
+    if (experiment / "report.md").is_file():  # a report that existed shows the search now
+        assert "(decoding search)" in (experiment / "report.md").read_text(encoding="utf-8")
     best = json.loads((experiment / "tune" / "decoding_best.json").read_text(encoding="utf-8"))
     assert best["trials"] == 6 and best["errors"] == 0
     assert {m: sorted(labels) for m, labels in best["eligible"].items()} == {m: ["d0", "d1"] for m in MODELS}
