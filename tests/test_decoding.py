@@ -217,7 +217,7 @@ def test_decoding_search_then_analyze(experiment, tmp_path, local_ray, capsys):
     best = json.loads((experiment / "tune" / "decoding_best.json").read_text(encoding="utf-8"))
     assert best["trials"] == 6 and best["errors"] == 0
     assert {m: sorted(labels) for m, labels in best["eligible"].items()} == {m: ["d0", "d1"] for m in MODELS}
-    assert best["best"]["strategy"] == "voting"  # the experiment's own
+    assert best["best"]["strategy"] == "auto"  # the experiment's own (the fold modes' default)
     chosen = {m: d["label"] for m, d in best["best"]["decodings"].items()}
     assert set(chosen) == set(MODELS) and set(chosen.values()) <= {"d0", "d1"}
     assert best["oof"]["n"] == 60 and best["dev"]["n"] == 12
