@@ -146,3 +146,23 @@ def test_another_seed_gives_other_data(generator):
 def test_dialogues_are_not_repeated(shipped):
     dialogues = [row["dialogue"] for rows in shipped.values() for row in rows]
     assert len(set(dialogues)) == len(dialogues)
+
+
+def test_references_leave_details_out_and_word_facts_their_own_way(shipped):
+    """Not every reference copies every fact of the dialogue: some are brief gists, some skip
+    the aside, some write a head count or a time their own way (what keeps the candidate that
+    copies most of the dialogue from always being the best one)."""
+    numbers = re.compile(r"\d+")
+    rows = shipped["test"]
+    incomplete = sum(
+        any(set(numbers.findall(ref)) < set().union(*(numbers.findall(r) for r in summaries_of(row)))
+            for ref in summaries_of(row))
+        for row in rows)
+    assert incomplete / len(rows) >= 0.3
+    native = re.compile(r"(?:^|\s)(?:한|두|세|네|다섯|여섯|일곱|여덟|아홉|열|열한|열두) 명")
+    worded = [row for split in ("train", "dev", "test") for row in shipped[split]
+              for ref in summaries_of(row) if native.search(ref) and not native.search(row["dialogue"])]
+    assert worded
+    masked = [row for row in shipped["train"] if MASK_TAG.search(row["dialogue"])]
+    unreported = [row for row in masked if not MASK_TAG.search(row["summary"])]
+    assert 0.1 <= len(unreported) / len(masked) <= 0.5
