@@ -30,6 +30,7 @@ import pandas as pd
 from raysum.errors import RaysumError
 from raysum.experiment import Experiment, layout
 from raysum.storage import write_atomic, write_text_atomic
+from raysum.tune._best import creation_number
 from raysum.tune.best_config import header
 from raysum.tune.decoding_search import DECODING_PREFIX
 from raysum.tune.ensemble_search import METRIC, WEIGHT_PREFIX
@@ -48,6 +49,8 @@ class Objective:
     reported_label: str = ""
 
     def best_index(self, values: pd.Series):
+        """The best row; among equal values the first, i.e. the trial created first (load_trials'
+        rows are in creation order), as raysum.tune._best.best_result picks it."""
         return values.idxmax() if self.mode == "max" else values.idxmin()
 
     def best_so_far(self, values: pd.Series) -> pd.Series:
@@ -84,7 +87,9 @@ def load_trials(run: Path, objective: Objective = ENSEMBLE_OBJECTIVE) -> pd.Data
         raise RaysumError(f"{run}: Ray Tune cannot read this search back ({type(exc).__name__}: {first}); restore "
                           "its files from a copy or run the search again") from None
     rows = []
-    for number, trial in enumerate(analysis.trials):
+    # Ray lists trials read back from disk in its state file's order; the table (and the best
+    # trial among equal scores, the first) follows creation order, as the search itself does.
+    for number, trial in enumerate(sorted(analysis.trials, key=lambda t: creation_number(t.experiment_tag))):
         result = trial.last_result or {}
         row = {"trial": number, "trial_id": trial.trial_id, "status": trial.status}
         row.update({f"param/{k}": v for k, v in trial.config.items()})

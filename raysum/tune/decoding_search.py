@@ -46,6 +46,7 @@ from raysum.tune.ensemble_search import (
     start_ray,
     weights_of,
 )
+from raysum.tune._best import best_result
 from raysum.tune.space import SearchSpace, admitted, check_models, load_space, to_tune
 
 DECODING_PREFIX = "decoding."
@@ -197,7 +198,9 @@ def search_decoding(experiment: str | Path, space_path: str | Path, *, ensemble_
     results, search_s = _run_tune(objective, param_space, trials=trials, seed=seed,
                                   max_concurrent=max_concurrent, storage=exp.tune_dir, name=run_name,
                                   trial=decoding_trial)
-    best = results.get_best_result(metric=METRIC, mode="max")
+    best = best_result(results, METRIC, "max")
+    if best is None:
+        raise RaysumError(f"no trial of the search reported {METRIC}: see {exp.tune_dir / run_name}")
     config = {k: best.config[k] for k in param_space}
     choice = decodings_of(config)
     if joint is not None:

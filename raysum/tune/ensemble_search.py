@@ -32,6 +32,7 @@ import pandas as pd
 from raysum.errors import ConfigError, RaysumError
 from raysum.experiment import Experiment, layout, write_json
 from raysum.launch import ray_summary
+from raysum.tune._best import best_result
 from raysum.tune.space import SearchSpace, load_space, to_tune
 
 METRIC = "oof_competition_score"
@@ -197,7 +198,9 @@ def search_ensemble(experiment: str | Path, space_path: str | Path, *, trials: i
     start_ray(ray_address or cfg.experiment.ray_address, num_cpus)
     results, search_s = _run_tune(objective.slim(), param_space, trials=trials, seed=seed,
                                   max_concurrent=max_concurrent, storage=exp.tune_dir, name=run_name)
-    best = results.get_best_result(metric=METRIC, mode="max")
+    best = best_result(results, METRIC, "max")
+    if best is None:
+        raise RaysumError(f"no trial of the search reported {METRIC}: see {exp.tune_dir / run_name}")
     config = {k: best.config[k] for k in param_space}
     strategy = canonical(config["strategy"])
     weights = weights_of(config) if strategy == "weighted_avg" else None

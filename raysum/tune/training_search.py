@@ -42,6 +42,7 @@ from raysum.experiment.files import damaged
 from raysum.experiment.lock import ExperimentLock
 from raysum.launch import concurrent_units, fit_trial, scaling
 from raysum.storage import write_text_atomic
+from raysum.tune._best import best_result
 from raysum.tune.best_config import TRAINING_HEADER
 from raysum.tune.space import Parameter, SearchSpace, load_space
 
@@ -375,10 +376,9 @@ def _tune(path: Path, name: str, settings, params: dict[str, Parameter], search:
 
 
 def _best(results, metric: str, params: dict) -> dict:
-    finished = [r for r in results if r.error is None and metric in (r.metrics or {})]
-    if not finished:
+    best = best_result(results, metric, METRICS[metric])
+    if best is None:
         errors = "; ".join(str(r.error).splitlines()[0] for r in results if r.error is not None)[:2000]
         raise RaysumError(f"no trial of the search reported {metric}" + (f" (errors: {errors})" if errors else ""))
-    best = results.get_best_result(metric=metric, mode=METRICS[metric], scope="last", filter_nan_and_inf=True)
     return {"trial_id": best.metrics.get("trial_id"), "params": {k: best.config[k] for k in params},
             metric: best.metrics[metric], "trials": len(results), "errors": len(results.errors)}
