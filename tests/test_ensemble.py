@@ -541,3 +541,20 @@ def test_bootstrap_interval_is_seeded_and_brackets_the_mean():
     low, high = bootstrap_interval(differences, seed=4)
     assert low < differences.mean() < high and bootstrap_interval(differences, seed=4) == [low, high]
     assert bootstrap_interval(differences, seed=5) != [low, high]
+
+
+def test_oof_and_dev_features_do_not_depend_on_test_candidates():
+    """A stage-2 search prepares OOF and dev candidates only, finalize test's as well: both see
+    the same OOF and dev features, so finalize reproduces the search trial's stacking."""
+    candidates, dialogues, refs, _ = planted(n_oof=120, n_dev=40)
+    test = candidates[candidates["split"] == "dev"].assign(split="test")
+    test["logprob"] = test["logprob"] - 1.5  # another split, another log-prob level
+    with_test = ensemble.prepare(pd.concat([candidates, test], ignore_index=True), dialogues,
+                                 references_by_split=refs)
+    without = ensemble.prepare(candidates, dialogues, references_by_split=refs)
+    kept = (with_test.candidates["split"] != "test").to_numpy()
+    pd.testing.assert_frame_equal(ensemble.candidate_features(with_test)[kept].reset_index(drop=True),
+                                  ensemble.candidate_features(without).reset_index(drop=True))
+    a = ensemble.evaluate(with_test, "stacking", references_by_split=refs)
+    b = ensemble.evaluate(without, "stacking", references_by_split=refs)
+    assert (a["oof"], a["dev"]) == (b["oof"], b["dev"])

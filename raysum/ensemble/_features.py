@@ -27,7 +27,7 @@ FEATURE_DOCS = {
     "length": "length in kiwi morphemes",
     "length_to_dialogue": "length / the dialogue's length in morphemes",
     "length_to_pool": "length / the pool's median length",
-    "logprob_z": "mean token log-prob, z-scored over the candidates of its model",
+    "logprob_z": "mean token log-prob, z-scored over the candidates of its model in its split",
     "logprob_z_gap": "logprob_z minus the pool's mean logprob_z",
     "dialogue_rouge": "ROUGE F1 (mean of R1/R2/RL) to the dialogue",
     "dialogue_rouge_gap": "dialogue_rouge minus the pool's mean",
@@ -69,8 +69,11 @@ def _consensus_max(prepared: Prepared) -> np.ndarray:
 
 
 def _logprob_z(table: pd.DataFrame) -> np.ndarray:
+    """Within (model, split): a candidate's features never depend on another split's rows, so
+    the OOF and dev features a stage-2 search fits on (no test candidates) are exactly the ones
+    finalize fits on (with them), and both pick the same summaries."""
     logprob = pd.to_numeric(table["logprob"], errors="coerce")
-    grouped = logprob.groupby(table["model"])
+    grouped = logprob.groupby([table["model"], table["split"]])
     std = grouped.transform("std").fillna(0.0)
     z = (logprob - grouped.transform("mean")) / std.where(std > 0)
     return z.fillna(0.0).to_numpy()
