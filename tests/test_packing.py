@@ -276,6 +276,19 @@ def test_sliding_window_models_are_refused():
         attention.use_varlen_attention(architecture.build_model(config))
 
 
+def test_packed_batch_with_a_sliding_window_is_an_explicit_error():
+    """Not built: the attention function itself refuses a sliding window on a packed batch
+    (use_varlen_attention keeps such models away from it; this guards a direct call)."""
+    q, k = torch.randn(1, 4, 6, 16), torch.randn(1, 2, 6, 16)
+    cu = torch.tensor([0, 2, 6], dtype=torch.int32)
+    with pytest.raises(NotImplementedError, match="packed batches with sliding-window attention"):
+        attention.varlen_attention_forward(_Attention(), q, k, k, None, cu_seq_lens_q=cu, cu_seq_lens_k=cu,
+                                           max_length_q=4, max_length_k=4, sliding_window=4)
+    # an ordinary (unpacked) batch with a window is not this function's to refuse: it goes to sdpa
+    out, _ = attention.varlen_attention_forward(_Attention(), q, k, k, None, sliding_window=4)
+    assert out.shape == (1, 6, 4, 16)
+
+
 @pytest.mark.slow
 def test_packed_unit_trains_per_example_and_generates(tmp_path, count_calls):
     """A whole unit with `packing: packed` on CPU: training and evaluation run the
